@@ -1,0 +1,103 @@
+"""``manage.py drain_outbox``: parse the flags, build a Drainer, run it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from outbox.conf import get_settings
+from outbox.drainer import Drainer, DrainerConfig
+from outbox.exceptions import OutboxConfigError
+from outbox.management.commands._args import positive_float, positive_int
+
+_VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+class Command(BaseCommand):
+    help = (
+        "Drain the transactional outbox: claim pending events with FOR UPDATE SKIP LOCKED, "
+        "run their topic's handler and ack them. Runs until SIGTERM/SIGINT (the first "
+        "finishes the current batch, a second exits at once); --once drains what is "
+        "available now and exits. Start as many as you like, on any hosts."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        s = get_settings()
+        parser.add_argument("--once", action="store_true", help="Drain every event available now, then exit 0.")
+        parser.add_argument(
+            "--batch-size",
+            type=positive_int,
+            default=s.batch_size,
+            help="Events claimed per batch (default: %(default)r).",
+        )
+        parser.add_argument(
+            "--max-attempts",
+            type=positive_int,
+            default=s.max_attempts,
+            help="Handler runs before an event is failed; counted at claim (default: %(default)r).",
+        )
+        parser.add_argument(
+            "--interval",
+            type=positive_float,
+            default=s.poll_interval,
+            help="Seconds between polls when no NOTIFY arrives (default: %(default)r).",
+        )
+        parser.add_argument(
+            "--lease",
+            type=positive_float,
+            default=s.lease,
+            help="Seconds a claim is held before another drainer may take it back (default: %(default)r).",
+        )
+        parser.add_argument(
+            "--topic",
+            action="append",
+            dest="topics",
+            metavar="TOPIC",
+            help="Only drain this topic; repeat for several (default: all topics).",
+        )
+        parser.add_argument(
+            "--retry-failed-every",
+            type=positive_float,
+            default=None,
+            metavar="SECONDS",
+            help="Put failed events back to pending every SECONDS, attempts reset (default: never).",
+        )
+        parser.add_argument(
+            "--no-notify",
+            action="store_true",
+            help="Do not LISTEN for NOTIFY; poll every --interval only.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        level = _VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)
+        logging.getLogger("outbox").setLevel(level)
+        logging.getLogger("pricing").setLevel(level)
+        try:
+            config = DrainerConfig.from_settings(
+                topics=options["topics"],
+                retry_failed_every=options["retry_failed_every"],
+                batch_size=options["batch_size"],
+                max_attempts=options["max_attempts"],
+                poll_interval=options["interval"],
+                lease=options["lease"],
+                notify=False if options["no_notify"] else None,
+            )
+        except OutboxConfigError as exc:
+            raise CommandError(str(exc)) from exc
+        if options["topics"]:
+            for topic in options["topics"]:
+                if not topic.strip():
+                    raise CommandError("--topic must not be empty")
+        drainer = Drainer(config)
+        try:
+            with drainer.signals_handled():
+                result = drainer.drain() if options["once"] else drainer.run()
+        finally:
+            drainer.close()
+        if options["once"]:
+            self.stdout.write(
+                f"drained claimed={result.claimed} done={result.done} retried={result.retried} "
+                f"failed={result.failed} lost={result.lost}"
+            )

@@ -1,0 +1,297 @@
+"""Auto-recording of trusted crawl results into price history.
+
+The config file (``pricing/auto_record_config.json``, or the path in the
+``AUTO_RECORD_CONFIG`` environment variable) is read and validated once per
+process; a bad file stops start-up with an error naming the key and the value.
+Change it, then restart the drainers.
+
+``should_auto_record(result)`` is the pure criteria (no database). The outbox
+handler ``record_batch`` adds what needs the database, under a per-product lock
+that the drainer takes for it:
+
+====================  ==================================================
+outcome (status)      reason
+====================  ==================================================
+recorded              ``eligible``: a PriceHistory row was written
+skipped               ``disabled``, ``source_not_allowed``,
+                      ``low_confidence``, ``invalid_price``, ``stale``
+duplicate             ``already_recorded``, ``unchanged_price``
+failed                the last error, after max_attempts (set by on_failed)
+====================  ==================================================
+
+``stale``: the product already has history crawled strictly later than this
+result; recording it would make an older price look newer, so it is skipped.
+Results with the same ``crawled_at`` are never stale to each other and are taken
+in outbox order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+from outbox.handlers import Event
+from outbox.sql import Queries
+
+CONFIG_ENV = "AUTO_RECORD_CONFIG"
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("auto_record_config.json")
+
+queries = Queries(Path(__file__).with_name("sql") / "queries.sql")
+
+
+class AutoRecordConfigError(ImproperlyConfigured):
+    """The auto-record config file is invalid."""
+
+
+@dataclass(frozen=True)
+class AutoRecordConfig:
+    """What makes a crawl result trusted enough to record."""
+
+    enabled: bool = True
+    allowed_sources: frozenset[str] = field(default_factory=lambda: frozenset({"html_ml"}))
+    min_confidence: float = 0.85
+    skip_unchanged_price: bool = True
+
+
+_FIELDS: dict[str, str] = {
+    "enabled": "true or false",
+    "allowed_sources": "a non-empty list of source names",
+    "min_confidence": "a number from 0 to 1",
+    "skip_unchanged_price": "true or false",
+}
+
+
+def parse_config(data: Any, origin: str = "config") -> AutoRecordConfig:
+    """Validate a decoded config object; errors name the key and the value."""
+    if not isinstance(data, dict):
+        raise AutoRecordConfigError(f"{origin}: must be a JSON object, got {type(data).__name__} {data!r}")
+    for key in data:
+        if key not in _FIELDS:
+            raise AutoRecordConfigError(
+                f"{origin}: unknown key {key!r} (value {data[key]!r}); known keys: {', '.join(_FIELDS)}"
+            )
+    values: dict[str, Any] = {}
+    for key in ("enabled", "skip_unchanged_price"):
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise AutoRecordConfigError(f"{origin}: {key!r} must be {_FIELDS[key]}, got {data[key]!r}")
+            values[key] = data[key]
+    if "min_confidence" in data:
+        value = data["min_confidence"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AutoRecordConfigError(
+                f"{origin}: 'min_confidence' must be {_FIELDS['min_confidence']}, got {value!r}"
+            )
+        if not 0 <= value <= 1:
+            raise AutoRecordConfigError(f"{origin}: 'min_confidence' must be from 0 to 1, got {value!r}")
+        values["min_confidence"] = float(value)
+    if "allowed_sources" in data:
+        value = data["allowed_sources"]
+        if not isinstance(value, list) or not value:
+            raise AutoRecordConfigError(
+                f"{origin}: 'allowed_sources' must be {_FIELDS['allowed_sources']}, got {value!r}"
+            )
+        for item in value:
+            if not isinstance(item, str) or not item.strip():
+                raise AutoRecordConfigError(
+                    f"{origin}: 'allowed_sources' items must be non-empty strings, got {item!r} in {value!r}"
+                )
+        values["allowed_sources"] = frozenset(value)
+    return AutoRecordConfig(**values)
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path | None = None) -> AutoRecordConfig:
+    """Read and validate a config file."""
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AutoRecordConfigError(f"{path}: cannot read the auto-record config ({exc.strerror})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AutoRecordConfigError(f"{path}: not valid JSON: {exc}") from exc
+    return parse_config(data, origin=str(path))
+
+
+_config: AutoRecordConfig | None = None
+
+
+def get_config() -> AutoRecordConfig:
+    """The process's config, loaded and validated on first use."""
+    global _config
+    if _config is None:
+        _config = load_config()
+    return _config
+
+
+@contextmanager
+def override_config(config: AutoRecordConfig) -> Iterator[AutoRecordConfig]:
+    """Use ``config`` inside the block (tests, one-off replays)."""
+    global _config
+    previous = _config
+    _config = config
+    try:
+        yield config
+    finally:
+        _config = previous
+
+
+class ResultLike(Protocol):
+    source: str
+    price: Decimal | None
+    confidence: float
+
+
+class Decision(NamedTuple):
+    record: bool
+    reason: str
+
+
+def should_auto_record(result: ResultLike, config: AutoRecordConfig | None = None) -> Decision:
+    """The criteria alone: may this result be recorded? ``(record, reason)``."""
+    config = config or get_config()
+    if not config.enabled:
+        return Decision(False, "disabled")
+    if result.source not in config.allowed_sources:
+        return Decision(False, "source_not_allowed")
+    if result.confidence is None or result.confidence < config.min_confidence:
+        return Decision(False, "low_confidence")
+    if result.price is None or result.price <= 0:
+        return Decision(False, "invalid_price")
+    return Decision(True, "eligible")
+
+
+class _Row(NamedTuple):
+    id: uuid.UUID
+    product_id: int
+    source: str
+    price: Decimal | None
+    currency: str
+    confidence: float
+    crawled_at: Any
+    has_history: bool
+
+
+class _Latest(NamedTuple):
+    price: Decimal
+    currency: str
+    crawled_at: Any
+
+
+def product_lock_key(event: Event) -> int:
+    """The drainer serialises pricing events per product with this key."""
+    try:
+        return int(event.payload["product_id"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"event payload has no integer product_id: {event.payload!r}") from None
+
+
+def _result_id(event: Event) -> uuid.UUID:
+    try:
+        return uuid.UUID(event.key)
+    except ValueError:
+        raise ValueError(f"event key {event.key!r} is not a CrawlResult id (a UUID)") from None
+
+
+def record_batch(events: Sequence[Event]) -> dict[str, int]:
+    """The outbox handler: decide every result of the batch, write with set-based SQL."""
+    config = get_config()
+    ids = [_result_id(e) for e in events]
+    order = {result_id: index for index, result_id in enumerate(ids)}  # outbox order
+    with connection.cursor() as cursor:
+        cursor.execute(queries.crawl_result_fetch_batch, {"ids": ids})
+        rows = {row[0]: _Row(*row) for row in cursor.fetchall()}
+        missing = [str(i) for i in ids if i not in rows]
+        if missing:
+            raise LookupError(f"CrawlResult {', '.join(missing)} does not exist (deleted after its event was written?)")
+        by_product: dict[int, list[_Row]] = defaultdict(list)
+        for row in rows.values():
+            by_product[row.product_id].append(row)
+        cursor.execute(queries.price_history_latest_by_product, {"product_ids": sorted(by_product)})
+        latest = {
+            product_id: _Latest(price, currency, crawled_at)
+            for product_id, price, currency, crawled_at in cursor.fetchall()
+        }
+
+        statuses: dict[uuid.UUID, tuple[str, str, bool]] = {}
+        inserts: list[_Row] = []
+        for product_id, product_rows in by_product.items():
+            product_rows.sort(key=lambda r: (r.crawled_at, order[r.id]))
+            current = latest.get(product_id)
+            for row in product_rows:
+                if row.has_history:
+                    statuses[row.id] = ("duplicate", "already_recorded", False)
+                    continue
+                decision = should_auto_record(row, config)
+                if not decision.record:
+                    statuses[row.id] = ("skipped", decision.reason, False)
+                elif current is not None and row.crawled_at < current.crawled_at:
+                    statuses[row.id] = ("skipped", "stale", False)
+                elif (
+                    config.skip_unchanged_price
+                    and current is not None
+                    and row.price == current.price
+                    and row.currency == current.currency
+                ):
+                    statuses[row.id] = ("duplicate", "unchanged_price", False)
+                else:
+                    statuses[row.id] = ("recorded", "eligible", True)
+                    inserts.append(row)
+                    current = _Latest(row.price or Decimal(0), row.currency, row.crawled_at)
+
+        if inserts:
+            cursor.execute(
+                queries.price_history_insert_batch,
+                {
+                    "product_ids": [r.product_id for r in inserts],
+                    "prices": [r.price for r in inserts],
+                    "currencies": [r.currency for r in inserts],
+                    "sources": [r.source for r in inserts],
+                    "crawled_ats": [r.crawled_at for r in inserts],
+                    "crawl_result_ids": [r.id for r in inserts],
+                },
+            )
+            written = {row[0] for row in cursor.fetchall()}
+            for row in inserts:
+                if row.id not in written:  # a concurrent writer got there first
+                    statuses[row.id] = ("duplicate", "already_recorded", False)
+        cursor.execute(
+            queries.crawl_result_mark_batch,
+            {
+                "ids": list(statuses),
+                "statuses": [s[0] for s in statuses.values()],
+                "reasons": [s[1] for s in statuses.values()],
+                "recorded": [s[2] for s in statuses.values()],
+            },
+        )
+    counts = Counter(s[0] for s in statuses.values())
+    return {"recorded": counts["recorded"], "duplicates": counts["duplicate"], "skipped": counts["skipped"]}
+
+
+def mark_failed(events: Sequence[Event], reason: str) -> None:
+    """on_failed: the outbox gave up on these events; mark their results failed."""
+    ids = []
+    for event in events:
+        try:
+            ids.append(uuid.UUID(event.key))
+        except ValueError:
+            continue  # no result can have this key; the event's last_error says why
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(queries.crawl_result_mark_failed, {"ids": ids, "reason": reason})

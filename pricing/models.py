@@ -1,0 +1,107 @@
+"""The domain: products, what the crawler saw, and the price history it feeds.
+
+``CrawlResult`` carries the outbox trigger in ``Meta.triggers``: any insert, by
+``save()``, ``bulk_create()`` or plain SQL from another program, writes its outbox
+event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.postgres.functions import RandomUUID
+from django.db import models
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from outbox.triggers import outbox_trigger
+
+#: The topic of the event each new CrawlResult writes.
+CRAWL_RESULT_CREATED = "pricing.crawl_result.created"
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=255)
+    url = models.URLField(max_length=2000, blank=True, default="", db_default="")
+
+    class Meta:
+        ordering = ["sku"]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"
+
+
+class HistoryRecordStatus(models.TextChoices):
+    #: A PriceHistory row was written for this result.
+    RECORDED = "recorded", "Recorded"
+    #: Not written: the result already has history, or its price equals the latest.
+    DUPLICATE = "duplicate", "Duplicate"
+    #: Not written: the criteria said no (disabled, source, confidence, price, stale).
+    SKIPPED = "skipped", "Skipped"
+    #: The handler failed max_attempts times; see the outbox event's last_error.
+    FAILED = "failed", "Failed"
+
+
+class CrawlResult(models.Model):
+    """A price the crawler saw for a product on a page, as its extractor read it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID(), editable=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="crawl_results")
+    source = models.CharField(max_length=64, help_text="The extractor, e.g. html_ml.")
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, help_text="ISO 4217 code, three capital letters.")
+    confidence = models.FloatField(help_text="The extractor's confidence, 0 to 1.")
+    crawled_at = models.DateTimeField(default=timezone.now, db_default=Now())
+    history_recorded = models.BooleanField(default=False, db_default=False)
+    history_recorded_at = models.DateTimeField(null=True, blank=True)
+    history_record_status = models.CharField(max_length=16, choices=HistoryRecordStatus.choices, null=True, blank=True)
+    history_record_reason = models.TextField(blank=True, default="", db_default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["product", "crawled_at"], name="pricing_cr_product_crawled"),
+            models.Index(fields=["history_record_status"], name="pricing_cr_record_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="pricing_cr_currency_iso"),
+        ]
+        triggers = [
+            outbox_trigger(
+                topic=CRAWL_RESULT_CREATED,
+                key="id",
+                payload_fields=("product", "source", "price", "currency", "confidence", "crawled_at"),
+                name="outbox_crawl_result",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.price} {self.currency} for product {self.product_id}"
+
+
+class PriceHistory(models.Model):
+    """A recorded price. One per CrawlResult at most: crawl_result is the idempotency key."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="price_history")
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    source = models.CharField(max_length=64)
+    crawled_at = models.DateTimeField(help_text="When the price was seen (the result's crawled_at).")
+    recorded_at = models.DateTimeField(default=timezone.now, db_default=Now())
+    crawl_result = models.OneToOneField(CrawlResult, on_delete=models.CASCADE, related_name="price_history")
+
+    class Meta:
+        verbose_name_plural = "price history"
+        ordering = ["-recorded_at", "-id"]
+        indexes = [
+            # The handler's "latest recorded price of this product" lookup.
+            models.Index(
+                models.F("product"),
+                models.F("crawled_at").desc(),
+                models.F("id").desc(),
+                name="pricing_ph_product_latest",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.price} {self.currency} for product {self.product_id}"

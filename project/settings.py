@@ -1,0 +1,102 @@
+"""Settings for the crawl-results outbox project.
+
+Database: ``DATABASE_URL`` when set, else an embedded PostgreSQL in ``.pgdata/``
+(see ``project/database.py``). The outbox is tuned through the ``OUTBOX`` dict,
+read only by ``outbox/conf.py`` and validated by its system checks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from project.database import database_settings, embedded_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-not-secret-change-me-in-production")  # noqa: S105
+DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
+ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "pgtrigger",
+    "project",
+    "outbox",
+    "pricing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "project.wsgi.application"
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+if DATABASE_URL:
+    DATABASE_NOTE = ""
+else:
+    _pgdata = Path(os.environ.get("EMBEDDED_PGDATA", BASE_DIR / ".pgdata"))
+    DATABASE_URL = embedded_database_url(_pgdata)
+    DATABASE_NOTE = f"DATABASE_URL is unset: using the embedded PostgreSQL in {_pgdata}"
+
+DATABASES = {"default": database_settings(DATABASE_URL)}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# The outbox. Every key is optional; defaults live in outbox/conf.py, and the
+# drain_outbox flags override them per process.
+OUTBOX: dict[str, object] = {}
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "outbox": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        "pricing": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+        "project": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+    },
+}

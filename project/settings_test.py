@@ -1,0 +1,22 @@
+"""Settings for the test suite: the base settings on a test database server.
+
+The server: ``DATABASE_URL`` when set, else a testcontainers PostgreSQL when a
+Docker engine answers, else the embedded PostgreSQL (see project/database.py).
+pytest-django creates ``test_<name>`` on it and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from project.database import test_database_url
+
+_BASE_DIR = Path(__file__).resolve().parent.parent
+_url, _note = test_database_url(Path(os.environ.get("EMBEDDED_PGDATA", _BASE_DIR / ".pgdata")))
+os.environ["DATABASE_URL"] = _url
+
+from project.settings import *  # noqa: E402,F403
+
+DATABASE_NOTE = _note
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

@@ -1,0 +1,118 @@
+"""The outbox trigger: one event per committed row, none for a rolled-back one, from any writer."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+
+from outbox.models import OutboxEvent
+from pricing.models import CRAWL_RESULT_CREATED, CrawlResult
+from tests.factories import make_product, make_result
+from tests.support import current_database_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_committed_insert_writes_one_event_with_the_result_id_and_payload() -> None:
+    result = make_result(price=Decimal("12.34"))
+    events = list(OutboxEvent.objects.all())
+    assert len(events) == 1, f"expected 1 event for 1 committed insert, got {len(events)}"
+    event = events[0]
+    assert (event.topic, event.key, event.status, event.attempts) == (
+        CRAWL_RESULT_CREATED,
+        str(result.id),
+        "pending",
+        0,
+    )
+    assert event.payload["product_id"] == result.product_id
+    assert event.payload["source"] == "html_ml"
+    assert Decimal(str(event.payload["price"])) == Decimal("12.34")
+    assert event.available_at is not None and event.created_at is not None
+
+
+def test_rolled_back_insert_writes_no_event() -> None:
+    product = make_product()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_result(product)
+        assert OutboxEvent.objects.count() == 1  # visible inside the transaction...
+        raise RuntimeError("roll back")
+    assert CrawlResult.objects.count() == 0
+    assert OutboxEvent.objects.count() == 0, "a rolled-back result left an outbox event behind"
+
+
+def test_bulk_create_of_1000_writes_1000_events() -> None:
+    product = make_product()
+    results = CrawlResult.objects.bulk_create(
+        [
+            CrawlResult(product=product, source="html_ml", price=i + 1, currency="EUR", confidence=0.9)
+            for i in range(1000)
+        ]
+    )
+    keys = set(OutboxEvent.objects.values_list("key", flat=True))
+    assert len(keys) == 1000 and keys == {str(r.id) for r in results}
+
+
+def test_plain_sql_insert_from_another_program_writes_an_event() -> None:
+    product = make_product()
+    with psycopg.connect(current_database_url().replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence) "
+            "VALUES (%s, 'html_ml', 19.99, 'USD', 0.97)",
+            [product.id],
+        )
+    result = CrawlResult.objects.get()
+    assert result.crawled_at is not None and result.history_recorded is False
+    assert list(OutboxEvent.objects.values_list("key", flat=True)) == [str(result.id)]
+
+
+def _notifications(statement: str, params: list[object], guc: str | None = None) -> list[str]:
+    url = current_database_url().replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url, autocommit=True) as writer:
+        listener.execute("LISTEN outbox")
+        if guc is not None:
+            writer.execute("SELECT set_config('outbox.notify', %s, false)", [guc])
+        writer.execute(statement, params)
+        return [n.payload for n in listener.notifies(timeout=0.5)]
+
+
+def test_one_notify_per_statement_not_per_row() -> None:
+    product = make_product()
+    got = _notifications(
+        "INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence) "
+        "SELECT %s, 'html_ml', g, 'EUR', 0.9 FROM generate_series(1, 500) g",
+        [product.id],
+    )
+    assert got == [CRAWL_RESULT_CREATED], f"500-row insert sent {len(got)} notifications"
+    assert OutboxEvent.objects.count() == 500
+
+
+def test_notify_can_be_switched_off_and_the_event_is_still_written() -> None:
+    product = make_product()
+    got = _notifications(
+        "INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence) "
+        "VALUES (%s, 'html_ml', 1, 'EUR', 0.9)",
+        [product.id],
+        guc="off",
+    )
+    assert got == []
+    assert OutboxEvent.objects.count() == 1
+
+
+def test_bad_row_from_a_plain_sql_writer_is_refused_and_leaves_nothing() -> None:
+    product = make_product()
+    with pytest.raises(Exception, match="pricing_cr_currency_iso"), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence) "
+            "VALUES (%s, 'html_ml', 1, 'eur', 0.9)",
+            [product.id],
+        )
+    assert OutboxEvent.objects.count() == 0
+
+
+def test_schema_matches_the_models() -> None:
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
