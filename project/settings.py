@@ -65,7 +65,7 @@ if DATABASE_URL:
     DATABASE_NOTE = ""
 else:
     _pgdata = Path(os.environ.get("EMBEDDED_PGDATA", BASE_DIR / ".pgdata"))
-    DATABASE_URL = embedded_database_url(_pgdata)
+    DATABASE_URL = embedded_database_url(_pgdata, os.environ.get("EMBEDDED_DB_NAME", "outbox"))
     DATABASE_NOTE = f"DATABASE_URL is unset: using the embedded PostgreSQL in {_pgdata}"
 
 DATABASES = {"default": database_settings(DATABASE_URL)}
