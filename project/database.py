@@ -106,4 +106,5 @@ def test_database_url(pgdata: Path) -> tuple[str, str]:
         atexit.register(_container.stop)
         return _container.get_connection_url(), f"tests use a testcontainers PostgreSQL ({image})"
     dbname = os.environ.get("EMBEDDED_DB_NAME", EMBEDDED_DB_NAME)
-    return embedded_database_url(pgdata, dbname), f"tests use the embedded PostgreSQL in {pgdata} (no DATABASE_URL, no Docker)"
+    note = f"tests use the embedded PostgreSQL in {pgdata} (no DATABASE_URL, no Docker)"
+    return embedded_database_url(pgdata, dbname), note
