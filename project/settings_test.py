@@ -19,4 +19,6 @@ os.environ["DATABASE_URL"] = _url
 from project.settings import *  # noqa: E402,F403
 
 DATABASE_NOTE = _note
+# A second outbox topic, to test that adding one needs no change to outbox (tests/stockapp).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.stockapp"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
