@@ -352,6 +352,18 @@ def database_url_for_children() -> str:
     return f"postgres://{auth}{host}:{s.get('PORT') or 5432}/{quote(str(s['NAME']), safe='')}"
 
 
+#: Log lines the demo causes on purpose: the deleted results' retries and failures.
+EXPECTED_LOG_PATTERNS = ("failed, retrying: builtins.LookupError", "failed after 3 attempt(s): builtins.LookupError")
+
+
+@dataclass
+class LogFindings:
+    warnings: int = 0
+    errors: int = 0
+    #: WARNING/ERROR lines that the demo's design does not explain.
+    unexpected: list[str] = field(default_factory=list)
+
+
 class DrainerFleet:
     """N real ``manage.py drain_outbox`` processes, each logging to its own file."""
 
@@ -396,6 +408,25 @@ class DrainerFleet:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def log_findings(self) -> LogFindings:
+        """WARNING and ERROR lines of the drainers' logs, the unexpected ones apart."""
+        findings = LogFindings()
+        for log in self.logs:
+            try:
+                lines = log.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                if " WARNING " in line:
+                    findings.warnings += 1
+                elif " ERROR " in line:
+                    findings.errors += 1
+                else:
+                    continue
+                if not any(pattern in line for pattern in EXPECTED_LOG_PATTERNS):
+                    findings.unexpected.append(f"{log.name}: {line}")
+        return findings
 
     def check_alive(self) -> None:
         for index, process in enumerate(self.processes):
@@ -519,6 +550,7 @@ class DemoReport:
     stats_rows: list[tuple[Any, ...]] = field(default_factory=list)
     exit_codes: list[int | None] = field(default_factory=list)
     drainer_tails: dict[int, str] = field(default_factory=dict)
+    log_findings: LogFindings = field(default_factory=LogFindings)
 
     @property
     def throughput(self) -> float | None:
@@ -622,6 +654,7 @@ def run_demo(
         codes = fleet.stop()
         report.exit_codes = codes
         report.drainer_tails = {i: fleet.tail(i) for i, code in enumerate(codes) if code != 0}
+        report.log_findings = fleet.log_findings()
     stage("all events finished; drainers stopped with SIGTERM")
     read_back(report)
     return report

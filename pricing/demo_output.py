@@ -231,6 +231,17 @@ def render_summary(
 
     codes = ", ".join("killed after the timeout" if c is None else str(c) for c in report.exit_codes)
     say(f"Drainers stopped with SIGTERM; exit codes {codes}; their logs are in {report.log_dir}")
+    found = report.log_findings
+    say(
+        f"Their logs hold {found.warnings} WARNING and {found.errors} ERROR line(s); "
+        + (
+            "all of them are the deleted results' retries and failures."
+            if not found.unexpected
+            else f"{len(found.unexpected)} of them are not explained by the demo's design, first ones:"
+        )
+    )
+    for line in found.unexpected[:3]:
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=not console.is_terminal)
     for index, tail in report.drainer_tails.items():
         say(f"[red]drainer {index + 1} did not exit 0[/red]; its log ends with:")
         console.print(tail, markup=False, highlight=False)
