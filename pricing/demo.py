@@ -63,10 +63,12 @@ MAX_DRAINERS = 32
 #: Rows per INSERT statement (and per crawl transaction).
 CHUNK_SIZE = 2_000
 #: Flags of the drainers the demo starts: a short poll so that retries whose
-#: backoff has passed are picked up at once (NOTIFY only announces new events),
-#: and the default three attempts, so the deleted results reach ``failed`` in a
-#: few seconds (backoff 1 s, then 2 s, with OUTBOX's default BACKOFF_BASE).
-DRAINER_ARGS = ("--interval", "0.2", "--max-attempts", "3")
+#: backoff has passed are picked up at once (NOTIFY only announces new events);
+#: a 10 s lease instead of 60 s, still far above a batch's time, so that events
+#: whose lease is lost come back within the demo; and three attempts, so the
+#: deleted results reach ``failed`` in a few seconds (backoff 1 s, then 2 s, with
+#: OUTBOX's default BACKOFF_BASE). The summary quotes the attempts from here.
+DRAINER_ARGS = ("--interval", "0.2", "--lease", "10", "--max-attempts", "3")
 #: How long the drainers get to connect, to stop after SIGTERM, and to show progress.
 CONNECT_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0

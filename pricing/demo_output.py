@@ -237,7 +237,8 @@ def render_summary(
         + (
             "all of them are the deleted results' retries and failures."
             if not found.unexpected
-            else f"{len(found.unexpected)} of them are not explained by the demo's design, first ones:"
+            else f"{len(found.unexpected)} of them {'is' if len(found.unexpected) == 1 else 'are'} not explained "
+            "by the demo's design (read them; the first few follow):"
         )
     )
     for line in found.unexpected[:3]:
