@@ -185,3 +185,234 @@ WITH expired AS (
 DELETE FROM outbox_event AS e
 USING expired
 WHERE e.id = expired.id;
+
+-- ===== operations =====
+-- What outbox.services runs for the admin, the outbox_* commands and the Python API
+-- (status, retry, mark_failed, delete_done, purge, doctor). Every write below runs
+-- in a short transaction of its own, over at most %(chunk)s rows, and skips rows a
+-- drainer holds locked right now (SKIP LOCKED): an operator never waits on, nor
+-- blocks, a drainer.
+
+-- name: stats_by_topic_status
+-- The outbox_stats view (see outbox/sql/views.sql: exact pending/failed counts
+-- from partial indexes, done rows estimated on a large table), optionally for
+-- some topics only. One cheap query: the admin's summary, outbox_status.
+SELECT topic, status, events, leased, oldest_created_at, oldest_age_seconds,
+       max_attempts_seen, estimated
+FROM outbox_stats
+WHERE %(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[])
+ORDER BY topic NULLS LAST, status;
+
+-- name: event_retry_failed_chunk
+-- Failed events back to pending, available now, attempts reset, lease cleared,
+-- oldest first, at most %(limit)s (NULL: no limit) of them. last_error is kept
+-- (the reason it failed stays visible until the next attempt overwrites it).
+-- Served by outbox_event_failed_idx.
+WITH chosen AS (
+    SELECT id
+    FROM outbox_event
+    WHERE status = 'failed'
+      AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
+      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox_event AS e
+SET status = 'pending',
+    attempts = 0,
+    available_at = now(),
+    locked_by = NULL,
+    locked_until = NULL,
+    processed_at = NULL
+FROM chosen
+WHERE e.id = chosen.id
+RETURNING e.id;
+
+-- name: event_retry_failed_count
+-- How many events event_retry_failed_chunk would take (outbox_retry --dry-run).
+SELECT count(*)
+FROM (
+    SELECT 1
+    FROM outbox_event
+    WHERE status = 'failed'
+      AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
+      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+    LIMIT %(limit)s
+) AS matching;
+
+-- name: event_mark_failed
+-- An operator gives up on pending events: failed, with the reason (and the last
+-- error the drainer saw, if any). An event a drainer is processing right now is
+-- row-locked by its transaction and skipped; one that a drainer has claimed but
+-- not yet locked is taken, and that drainer's fenced re-lock (status = 'pending')
+-- then finds it gone and never runs it. Returns what the topic's on_failed needs.
+WITH chosen AS (
+    SELECT id
+    FROM outbox_event
+    WHERE id = ANY(%(ids)s::bigint[])
+      AND status = 'pending'
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox_event AS e
+SET status = 'failed',
+    last_error = left(
+        %(reason)s || CASE WHEN e.last_error <> '' THEN E'\nprevious error: ' || e.last_error ELSE '' END,
+        %(max_length)s
+    ),
+    processed_at = now(),
+    locked_until = NULL
+FROM chosen
+WHERE e.id = chosen.id
+RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at;
+
+-- name: event_delete_done
+-- Delete the given events that are done (nothing else: a pending or failed event
+-- is work not yet finished).
+WITH chosen AS (
+    SELECT id
+    FROM outbox_event
+    WHERE id = ANY(%(ids)s::bigint[])
+      AND status = 'done'
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM outbox_event AS e
+USING chosen
+WHERE e.id = chosen.id
+RETURNING e.id;
+
+-- name: event_purge_failed
+-- One bounded chunk of `outbox_purge --status failed`: failed events that failed
+-- before the cut-off, like event_purge_done for done ones.
+WITH expired AS (
+    SELECT id
+    FROM outbox_event
+    WHERE status = 'failed'
+      AND coalesce(processed_at, created_at) < now() - make_interval(secs => %(older_than)s)
+    ORDER BY id
+    LIMIT %(chunk)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM outbox_event AS e
+USING expired
+WHERE e.id = expired.id;
+
+-- name: event_purge_done_count
+-- How many events event_purge_done would delete (outbox_purge --dry-run); reads
+-- outbox_event_done_idx only.
+SELECT count(*)
+FROM outbox_event
+WHERE status = 'done'
+  AND processed_at < now() - make_interval(secs => %(older_than)s);
+
+-- name: event_purge_failed_count
+SELECT count(*)
+FROM outbox_event
+WHERE status = 'failed'
+  AND coalesce(processed_at, created_at) < now() - make_interval(secs => %(older_than)s);
+
+-- name: table_estimated_rows
+-- The planner's estimate of a table's rows (reltuples scaled to its current size,
+-- as the planner scales it), or NULL before its first VACUUM/ANALYZE. The admin's
+-- paginator shows it instead of a COUNT(*) of a large unfiltered table.
+SELECT CASE
+           WHEN c.reltuples < 0 THEN NULL
+           WHEN c.relpages > 0
+               THEN (c.reltuples / c.relpages
+                     * (pg_relation_size(c.oid) / current_setting('block_size')::bigint))::bigint
+           ELSE c.reltuples::bigint
+       END
+FROM pg_class AS c
+WHERE c.oid = to_regclass(quote_ident(%(table)s));
+
+-- name: doctor_explain
+-- Prefixed to event_claim_batch by outbox_doctor, so that it explains the very
+-- statement the drainers run (EXPLAIN without ANALYZE: nothing is executed).
+EXPLAIN (FORMAT JSON)
+
+-- name: doctor_claim_index
+-- Whether the claim index is there and valid (a failed CREATE INDEX CONCURRENTLY
+-- leaves it INVALID: the planner then ignores it), and the table's size in pages.
+SELECT (SELECT i.indisvalid FROM pg_index AS i WHERE i.indexrelid = to_regclass('outbox_event_claim_idx')),
+       pg_relation_size('outbox_event'::regclass) / current_setting('block_size')::bigint;
+
+-- name: doctor_old_transactions
+-- Sessions of this database, other than ours, whose transaction has been open for
+-- more than %(max_age)s seconds. Each one holds back the xmin horizon: VACUUM keeps
+-- every row version deleted or updated since it began, so dead claims and acks of
+-- outbox_event pile up and every claim reads through them.
+SELECT pid, coalesce(application_name, ''), coalesce(usename, ''), coalesce(state, ''),
+       extract(epoch FROM now() - xact_start)::double precision,
+       age(backend_xmin),
+       left(coalesce(query, ''), 200)
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND pid <> pg_backend_pid()
+  AND xact_start < now() - make_interval(secs => %(max_age)s)
+ORDER BY xact_start;
+
+-- name: doctor_prepared_transactions
+-- Forgotten two-phase transactions hold the xmin horizon back like open ones.
+SELECT gid, owner, extract(epoch FROM now() - prepared)::double precision
+FROM pg_prepared_xacts
+WHERE database = current_database()
+  AND prepared < now() - make_interval(secs => %(max_age)s)
+ORDER BY prepared;
+
+-- name: doctor_replication_slots
+-- Physical replication slots with an xmin (a standby with hot_standby_feedback)
+-- hold the horizon back for every database; an inactive one does so forever.
+SELECT slot_name, active, age(xmin)
+FROM pg_replication_slots
+WHERE xmin IS NOT NULL
+ORDER BY age(xmin) DESC;
+
+-- name: doctor_table_health
+-- Dead row versions and vacuum recency of outbox_event (statistics counters,
+-- updated by every backend shortly after its transactions end).
+SELECT n_live_tup, n_dead_tup,
+       greatest(last_autovacuum, last_vacuum),
+       extract(epoch FROM now() - greatest(last_autovacuum, last_vacuum))::double precision,
+       autovacuum_count + vacuum_count
+FROM pg_stat_user_tables
+WHERE relid = 'outbox_event'::regclass;
+
+-- name: doctor_orphaned_leases
+-- Leases still running whose holder's session is gone (the read-only twin of
+-- event_rescue_orphaned, which a running drainer applies every RESCUE_INTERVAL).
+SELECT count(*), coalesce(array_agg(DISTINCT locked_by), '{}')
+FROM outbox_event
+WHERE status = 'pending'
+  AND locked_by IS NOT NULL
+  AND available_at > now()
+  AND locked_by NOT IN (
+      SELECT application_name FROM pg_stat_activity WHERE application_name IS NOT NULL
+  );
+
+-- name: doctor_drainers
+-- Drainers connected to this database now: drain_outbox names its sessions after
+-- its identity, outbox:<host>:<pid>:<random> (a drainer has a second session for
+-- LISTEN).
+SELECT application_name, count(*), min(backend_start)
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND application_name LIKE 'outbox:%%'
+GROUP BY application_name
+ORDER BY application_name;
+
+-- name: doctor_oldest_done
+-- The oldest done event's processed_at (the first entry of outbox_event_done_idx):
+-- how far behind the retention purge is.
+SELECT min(processed_at), extract(epoch FROM now() - min(processed_at))::double precision
+FROM outbox_event
+WHERE status = 'done';
+
+-- name: doctor_trigger_state
+-- A trigger's tgenabled: O (fires), A (fires always), R (fires only in replica
+-- sessions: not for normal writers), D (disabled); no row when it is missing.
+SELECT t.tgenabled
+FROM pg_trigger AS t
+WHERE t.tgrelid = to_regclass(quote_ident(%(table)s))
+  AND t.tgname = %(name)s;

@@ -53,3 +53,100 @@ UPDATE pricing_crawlresult
 SET history_record_status = 'failed',
     history_record_reason = %(reason)s
 WHERE id = ANY(%(ids)s::uuid[]);
+
+-- ===== operations =====
+-- outbox_backfill and the pricing admin.
+
+-- name: crawl_result_backfill_select
+-- Step 1 of a backfill: the results to enqueue, numbered in crawl order (the order
+-- the old design's queue would have had them, so history is written oldest first
+-- and no result is skipped as stale because a newer one went ahead of it). One
+-- sort, kept in a temporary table of this session, so each chunk after it is an
+-- index range instead of a re-scan. Returns how many were selected.
+-- The predicate, also re-checked at insert time (a drainer may have processed a
+-- result since): the result's history_record_status is NULL (not yet processed)
+-- when %(unprocessed)s, or one of %(statuses)s; crawled at or after %(since)s;
+-- from one of %(sources)s; one of %(ids)s. Each NULL parameter means "any".
+CREATE TEMPORARY TABLE pricing_backfill_selection AS
+SELECT row_number() OVER (ORDER BY cr.crawled_at, cr.id) AS n, cr.id
+FROM pricing_crawlresult AS cr
+WHERE ((%(unprocessed)s AND cr.history_record_status IS NULL)
+       OR cr.history_record_status = ANY(%(statuses)s::text[]))
+  AND (%(since)s::timestamptz IS NULL OR cr.crawled_at >= %(since)s::timestamptz)
+  AND (%(sources)s::text[] IS NULL OR cr.source = ANY(%(sources)s::text[]))
+  AND (%(ids)s::uuid[] IS NULL OR cr.id = ANY(%(ids)s::uuid[]));
+
+-- name: crawl_result_backfill_index
+ALTER TABLE pricing_backfill_selection ADD PRIMARY KEY (n);
+
+-- name: crawl_result_backfill_lock
+-- Taken in each chunk's transaction before its insert: two backfills running at
+-- once take turns, so the second one's NOT EXISTS (a new snapshot, the next
+-- statement) sees the events the first one committed. Released at commit.
+SELECT pg_advisory_xact_lock(hashtext('pricing.outbox_backfill'));
+
+-- name: crawl_result_backfill_chunk
+-- Step 2, once per chunk, in its own short transaction: one INSERT ... SELECT
+-- for the results numbered (%(after)s, %(after)s + %(chunk)s], with exactly the
+-- payload the trigger writes (pricing/migrations/0001_initial.py), in crawl
+-- order. Idempotent: a result that already has a pending event of this topic
+-- (outbox_event_key_idx) gets none, and the predicate is checked again, so a
+-- result processed since it was selected is left alone. Returns how many of the
+-- chunk's results were still selected and how many events were written.
+WITH chunk AS (
+    SELECT b.n, cr.*
+    FROM pricing_backfill_selection AS b
+    JOIN pricing_crawlresult AS cr ON cr.id = b.id
+    WHERE b.n > %(after)s
+      AND b.n <= %(after)s + %(chunk)s
+      AND ((%(unprocessed)s AND cr.history_record_status IS NULL)
+           OR cr.history_record_status = ANY(%(statuses)s::text[]))
+),
+enqueued AS (
+    INSERT INTO outbox_event (topic, key, payload)
+    SELECT %(topic)s, c.id::text,
+           jsonb_build_object('product_id', c.product_id, 'source', c.source, 'price', c.price,
+                              'currency', c.currency, 'confidence', c.confidence, 'crawled_at', c.crawled_at)
+    FROM chunk AS c
+    WHERE NOT EXISTS (
+        SELECT 1
+        FROM outbox_event AS e
+        WHERE e.key = c.id::text
+          AND e.topic = %(topic)s
+          AND e.status = 'pending'
+    )
+    ORDER BY c.n
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM chunk), (SELECT count(*) FROM enqueued);
+
+-- name: crawl_result_backfill_notify
+-- Wake idle drainers once per chunk that wrote events, like the trigger's NOTIFY
+-- (and, like it, not when the outbox.notify setting is off).
+SELECT pg_notify(%(channel)s, %(topic)s)
+WHERE coalesce(current_setting('outbox.notify', true), 'on') <> 'off';
+
+-- name: crawl_result_backfill_drop
+DROP TABLE IF EXISTS pricing_backfill_selection;
+
+-- name: crawl_result_sources
+-- The source filter's choices without a DISTINCT over the whole table: the
+-- column's most common values from ANALYZE, plus the sources among the first
+-- %(sample)s rows (all of them on a small table that has no statistics yet).
+SELECT source
+FROM (
+    SELECT unnest(st.most_common_vals::text::text[]) AS source
+    FROM pg_stats AS st
+    WHERE st.schemaname = (
+              SELECT n.nspname
+              FROM pg_class AS c
+              JOIN pg_namespace AS n ON n.oid = c.relnamespace
+              WHERE c.oid = 'pricing_crawlresult'::regclass
+          )
+      AND st.tablename = 'pricing_crawlresult'
+      AND st.attname = 'source'
+    UNION
+    SELECT sampled.source
+    FROM (SELECT source FROM pricing_crawlresult LIMIT %(sample)s) AS sampled
+) AS sources
+ORDER BY source;

@@ -1,0 +1,422 @@
+"""The outbox in the Django admin: see events, and steer them with permissioned actions.
+
+Rows are read-only: ``status`` is a state machine that the drainers drive, and a
+hand-edited row would break it (a ``done`` event set back to ``pending`` by hand
+keeps its lease columns, an attempt count...). What an operator may do is an
+action, each behind its own permission, filtered to the states it is legal in,
+run through ``outbox.services`` (the same code as the commands), and reported
+with how many rows it changed:
+
+=============================  =========================  =====================
+action                         legal for                  permission
+=============================  =========================  =====================
+Retry selected failed events   failed                     outbox.retry_outboxevent
+Mark selected as failed        pending                    outbox.fail_outboxevent
+Delete selected done events    done                       outbox.delete_outboxevent
+=============================  =========================  =====================
+
+A staff user with only ``outbox.view_outboxevent`` sees the list and the details
+and no action at all.
+
+The changelist stays fast on tens of millions of rows. Per page load it runs: one
+query on the ``outbox_stats`` view (the summary above the list and the topic
+filter's choices; pending and failed rows come from partial indexes, done rows
+are estimated on a large table), one bounded count (``EstimatedCountPaginator``:
+at most ``exact_count_limit + 1`` index entries, else the planner's estimate),
+and the page itself (``ORDER BY id DESC LIMIT 100`` on the primary key, or on
+the partial index of the filtered status). There is no ``COUNT(*)`` of the
+whole table, no ``SELECT DISTINCT topic``, no facet counts, and sorting is by
+id only. docs/operations.md has the measured times on 1,000,000 rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.text import Truncator
+
+from outbox import services
+from outbox.handlers import registry
+from outbox.models import EventStatus, OutboxEvent
+from outbox.sql import queries
+
+#: Status -> the CSS class of its badge and summary box.
+STATUS_STYLES: dict[str, str] = {
+    EventStatus.PENDING: "outbox-pending",
+    EventStatus.DONE: "outbox-done",
+    EventStatus.FAILED: "outbox-failed",
+}
+#: Sent by the buttons on an event's page, so the action returns to that page.
+RETURN_TO_OBJECT = "_outbox_return_to"
+
+
+def estimated_rows(table: str, using: str) -> int | None:
+    """The planner's estimate of a table's rows, or None before its first ANALYZE."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(queries.table_estimated_rows, {"table": table})
+        row = cursor.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+class EstimatedCount(int):
+    """A row count that is an estimate: an int that prints as ``~1,234,567``, so every
+    place the admin shows the count (``N results``, ``Select all N``) says so."""
+
+    def __str__(self) -> str:
+        return f"~{int(self):,}"
+
+
+class EstimatedCountPaginator(Paginator):
+    """A paginator that never counts every row of a large table.
+
+    * Unfiltered, on a table the planner estimates at more than
+      ``exact_count_limit`` rows: that estimate (``pg_class.reltuples``), free.
+    * Otherwise a capped count: ``SELECT count(*) FROM (... LIMIT limit + 1)``,
+      which stops after ``limit + 1`` rows. Below the cap it is exact; at the cap
+      the planner's estimate of the filtered query (``EXPLAIN``) is used instead.
+
+    ``estimated`` says which happened, and an estimate is an ``EstimatedCount``.
+    Pages past the end of an over-estimate are simply empty.
+    """
+
+    exact_count_limit = 10_000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.estimated = False
+
+    @cached_property
+    def count(self) -> int:
+        qs = self.object_list
+        if not isinstance(qs, QuerySet):
+            return super().count
+        limit = self.exact_count_limit
+        if not qs.query.where:
+            estimate = estimated_rows(qs.model._meta.db_table, qs.db)
+            if estimate is not None and estimate > limit:
+                self.estimated = True
+                return EstimatedCount(estimate)
+        capped = qs.order_by()[: limit + 1].count()
+        if capped <= limit:
+            return capped
+        self.estimated = True
+        return EstimatedCount(max(self._planner_estimate(qs), capped))
+
+    @staticmethod
+    def _planner_estimate(qs: QuerySet[Any]) -> int:
+        plan = json.loads(qs.order_by().explain(format="json"))
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+    def validate_number(self, number: Any) -> int:
+        if not self.estimated:
+            return super().validate_number(number)
+        # An estimate may overshoot: a page past the real end is empty, not an error.
+        try:
+            value = int(number)
+        except (TypeError, ValueError):
+            return super().validate_number(number)
+        return max(value, 1)
+
+
+def _when(value: dt.datetime | None) -> str:
+    """A compact, sortable timestamp in the current time zone, to the second."""
+    return "-" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status_for(request: HttpRequest) -> services.OutboxStatus:
+    """services.status(), once per request (the summary and the topic filter share it)."""
+    cached = getattr(request, "_outbox_status", None)
+    if cached is None:
+        cached = services.status()
+        request._outbox_status = cached  # type: ignore[attr-defined]
+    return cached
+
+
+class TopicFilter(admin.SimpleListFilter):
+    """Topics from the stats view and the handler registry: never a DISTINCT over the table."""
+
+    title = "topic"
+    parameter_name = "topic"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        topics = set(_status_for(request).topics()) | set(registry.topics())
+        return [(topic, topic) for topic in sorted(topics)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> QuerySet[OutboxEvent]:
+        value = self.value()
+        return queryset.filter(topic=value) if value else queryset
+
+
+class HasErrorFilter(admin.SimpleListFilter):
+    """Events with a last_error (served by the partial index outbox_event_error_idx)."""
+
+    title = "has error"
+    parameter_name = "has_error"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> QuerySet[OutboxEvent]:
+        if self.value() == "yes":
+            return queryset.filter(~Q(last_error=""))
+        if self.value() == "no":
+            return queryset.filter(last_error="")
+        return queryset
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "topic",
+        "key",
+        "status_badge",
+        "attempts",
+        "available",
+        "created",
+        "processed",
+        "short_error",
+    )
+    list_display_links = ("id",)
+    list_filter = ("status", TopicFilter, HasErrorFilter)
+    search_fields = ("key",)
+    search_help_text = "An exact key (for pricing: a CrawlResult id) or an event id."
+    ordering = ("-id",)
+    sortable_by = ("id",)  # any other order would sort the whole table
+    list_per_page = 100
+    list_max_show_all = 500
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facet counts would count the table per filter choice
+    paginator = EstimatedCountPaginator
+    actions = ("retry_events", "mark_events_failed", "delete_done_events")
+    fieldsets = (
+        (None, {"fields": ("id", "topic", "key", "status_badge", "attempts")}),
+        ("Delivery", {"fields": ("available_at", "lease", "created_at", "processed_at")}),
+        ("Payload", {"fields": ("payload_pretty",)}),
+        ("Last error", {"fields": ("error_full",)}),
+    )
+    readonly_fields = (
+        "id",
+        "topic",
+        "key",
+        "status_badge",
+        "attempts",
+        "available_at",
+        "lease",
+        "created_at",
+        "processed_at",
+        "payload_pretty",
+        "error_full",
+    )
+
+    # ------------------------------------------------------------ permissions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # events come from triggers (or outbox_backfill), never by hand
+
+    def has_change_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
+        return False  # read-only rows; the actions are the way to change them
+
+    def has_delete_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
+        if obj is not None and obj.status != EventStatus.DONE:
+            return False  # a pending or failed event is unfinished work
+        return super().has_delete_permission(request, obj)
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.retry_outboxevent")
+
+    def has_fail_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.fail_outboxevent")
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # Django's own would load every selected row and cascade; ours deletes done rows only.
+        actions.pop("delete_selected", None)
+        return actions
+
+    # ------------------------------------------------------------ list
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[OutboxEvent], search_term: str
+    ) -> tuple[QuerySet[OutboxEvent], bool]:
+        """Exact key (the hash index) or id (the primary key); never a LIKE scan."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q(key=term)
+        if term.isdigit() and len(term) < 19:
+            condition |= Q(id=int(term))
+        return queryset.filter(condition), False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: OutboxEvent) -> str:
+        return format_html(
+            '<span class="outbox-badge {}">{}</span>', STATUS_STYLES.get(obj.status, ""), obj.get_status_display()
+        )
+
+    @admin.display(description="available at")
+    def available(self, obj: OutboxEvent) -> str:
+        return _when(obj.available_at)
+
+    @admin.display(description="created at")
+    def created(self, obj: OutboxEvent) -> str:
+        return _when(obj.created_at)
+
+    @admin.display(description="processed at")
+    def processed(self, obj: OutboxEvent) -> str:
+        return _when(obj.processed_at)
+
+    @admin.display(description="last error")
+    def short_error(self, obj: OutboxEvent) -> str:
+        if not obj.last_error:
+            return ""
+        first_line = obj.last_error.splitlines()[0]
+        return format_html(
+            '<span title="{}">{}</span>', Truncator(obj.last_error).chars(500), Truncator(first_line).chars(80)
+        )
+
+    # ------------------------------------------------------------ detail
+
+    @admin.display(description="lease")
+    def lease(self, obj: OutboxEvent) -> str:
+        if obj.locked_by is None:
+            return "-"
+        if obj.status == EventStatus.PENDING and obj.locked_until is not None:
+            return format_html("held by <code>{}</code> until {}", obj.locked_by, obj.locked_until)
+        return format_html("last held by <code>{}</code>", obj.locked_by)
+
+    @admin.display(description="payload")
+    def payload_pretty(self, obj: OutboxEvent) -> str:
+        text = json.dumps(obj.payload, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        return format_html('<pre class="outbox-pre">{}</pre>', text)
+
+    @admin.display(description="last error")
+    def error_full(self, obj: OutboxEvent) -> str:
+        if not obj.last_error:
+            return "-"
+        return format_html('<pre class="outbox-pre outbox-error">{}</pre>', obj.last_error)
+
+    # ------------------------------------------------------------ views
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        context = dict(extra_context or {})
+        if request.method == "GET":
+            context["outbox_summary"] = self._summary(request)
+        return super().changelist_view(request, extra_context=context)
+
+    def _summary(self, request: HttpRequest) -> dict[str, Any]:
+        result = _status_for(request)
+        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        boxes = []
+        for status_value, label in EventStatus.choices:
+            count = result.counts.get(status_value)
+            estimated = status_value in result.estimated
+            if count is None:
+                text = "?"
+            else:
+                text = f"~{count:,}" if estimated else f"{count:,}"
+            note = ""
+            if status_value == EventStatus.PENDING:
+                note = f"{result.processing:,} processing"
+            boxes.append(
+                {
+                    "status": status_value,
+                    "label": label,
+                    "count": text,
+                    "note": note,
+                    "css": STATUS_STYLES.get(status_value, ""),
+                    "url": f"{url}?{urlencode({'status__exact': status_value})}",
+                }
+            )
+        lag = result.oldest_pending_age_seconds
+        return {
+            "boxes": boxes,
+            "lag": services.format_age(lag) if lag is not None else None,
+            "estimated": bool(result.estimated),
+        }
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        obj = self.get_object(request, object_id)
+        if obj is not None:
+            context["outbox_object_actions"] = self._object_actions(request, obj)
+            context["outbox_return_to"] = RETURN_TO_OBJECT
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def _object_actions(self, request: HttpRequest, obj: OutboxEvent) -> list[dict[str, str]]:
+        """The actions legal for this event that this user may run: buttons on its page."""
+        legal = {
+            "retry_events": EventStatus.FAILED,
+            "mark_events_failed": EventStatus.PENDING,
+            "delete_done_events": EventStatus.DONE,
+        }
+        buttons = []
+        for name, (_, _, description) in self.get_actions(request).items():
+            if legal.get(name) == obj.status:
+                buttons.append({"name": name, "label": str(description).replace("selected ", "")})
+        return buttons
+
+    def _after_action(self, request: HttpRequest) -> HttpResponse | None:
+        """Back to the event's page when the action came from its buttons."""
+        object_id = request.POST.get(RETURN_TO_OBJECT)
+        if object_id and object_id.isdigit():
+            if OutboxEvent.objects.filter(pk=int(object_id)).exists():
+                return HttpResponseRedirect(
+                    reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[int(object_id)])
+                )
+            return HttpResponseRedirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"))
+        return None
+
+    # ------------------------------------------------------------ actions
+
+    @staticmethod
+    def _selected(request: HttpRequest) -> int | None:
+        """How many rows were ticked (None for "select all": counting them could be costly)."""
+        if request.POST.get("select_across") == "1":
+            return None
+        return len(request.POST.getlist(ACTION_CHECKBOX_NAME))
+
+    def _report(self, request: HttpRequest, done: int, verb: str, legal: str) -> None:
+        selected = self._selected(request)
+        level = messages.SUCCESS if done else messages.WARNING
+        text = f"{verb} {done:,} event(s)."
+        if selected is not None and selected > done:
+            text += f" {selected - done:,} selected event(s) were not {legal} (or a drainer held them): left alone."
+        self.message_user(request, text, level)
+
+    @admin.action(description="Retry selected failed events", permissions=["retry"])
+    def retry_events(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> HttpResponse | None:
+        ids = list(queryset.filter(status=EventStatus.FAILED).values_list("id", flat=True))
+        count = services.retry(ids=ids) if ids else 0
+        self._report(request, count, "Retried", "failed")
+        return self._after_action(request)
+
+    @admin.action(description="Mark selected pending events as failed", permissions=["fail"])
+    def mark_events_failed(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> HttpResponse | None:
+        ids = list(queryset.filter(status=EventStatus.PENDING).values_list("id", flat=True))
+        reason = f"marked failed by {request.user.get_username()} in the admin"
+        count = services.mark_failed(ids, reason=reason) if ids else 0
+        self._report(request, count, "Marked as failed", "pending")
+        return self._after_action(request)
+
+    @admin.action(description="Delete selected done events", permissions=["delete"])
+    def delete_done_events(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> HttpResponse | None:
+        ids = list(queryset.filter(status=EventStatus.DONE).values_list("id", flat=True))
+        count = services.delete_done(ids) if ids else 0
+        self._report(request, count, "Deleted", "done")
+        return self._after_action(request)

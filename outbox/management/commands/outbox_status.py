@@ -1,0 +1,121 @@
+"""``manage.py outbox_status``: counts per topic and status, and the lag.
+
+Reads the ``outbox_stats`` view once (``outbox.services.status``). ``--json`` keeps
+the old design's keys for scripts; ``--fail-if-lag-over`` turns it into a cron or
+monitoring probe that exits 2 when the oldest pending event is too old.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rich.console import Console
+from rich.table import Table
+
+from outbox import services
+from outbox.management.commands._args import duration, format_duration, non_empty
+
+#: Exit status of --fail-if-lag-over when the lag is over the limit.
+LAG_EXIT_CODE = 2
+
+
+def console_for(stream: Any) -> Console:
+    """A rich console on a command's stdout: colours on a terminal, plain text otherwise."""
+    terminal = bool(getattr(stream, "isatty", lambda: False)())
+    return Console(file=stream, force_terminal=terminal, no_color=not terminal, width=None if terminal else 120)
+
+
+def _count(value: int | None, estimated: bool) -> str:
+    if value is None:
+        return "unknown (run ANALYZE outbox_event)"
+    return f"~{value:,}" if estimated else f"{value:,}"
+
+
+class Command(BaseCommand):
+    help = (
+        "Show the outbox's events per topic and status and its lag (the age of the oldest pending "
+        "event), read from the outbox_stats view. Done counts are estimates on a large table (marked ~)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print one JSON object: per-status counts, queue_size, processing_size, failed_size, "
+            "oldest_pending_age_seconds and the per-topic rows.",
+        )
+        parser.add_argument(
+            "--topic",
+            action="append",
+            dest="topics",
+            type=non_empty,
+            metavar="TOPIC",
+            help="Only this topic; repeat for several (default: all topics).",
+        )
+        parser.add_argument(
+            "--fail-if-lag-over",
+            type=duration,
+            default=None,
+            metavar="SECONDS",
+            help=f"Exit {LAG_EXIT_CODE} when the oldest pending event is older than this many seconds "
+            "(or 90s, 15m, 1h); unset: never (default: %(default)r).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        result = services.status(topics=options["topics"])
+        if options["json"]:
+            self.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=False))
+        else:
+            self._print(result)
+        limit = options["fail_if_lag_over"]
+        lag = result.oldest_pending_age_seconds
+        if limit is not None and lag is not None and lag > limit:
+            raise CommandError(
+                f"lag {services.format_age(lag)} ({lag:.0f}s): the oldest pending event is older than "
+                f"--fail-if-lag-over {format_duration(limit)}",
+                returncode=LAG_EXIT_CODE,
+            )
+
+    def _print(self, result: services.OutboxStatus) -> None:
+        console = console_for(self.stdout)
+        counts = result.counts
+        estimated = result.estimated
+        console.print(
+            f"[bold]Outbox[/bold]: {_count(counts['pending'], 'pending' in estimated)} pending "
+            f"({result.processing:,} processing, {result.queue_size:,} queued), "
+            f"{_count(counts['failed'], 'failed' in estimated)} failed, "
+            f"{_count(counts['done'], 'done' in estimated)} done"
+        )
+        lag = result.oldest_pending_age_seconds
+        console.print(
+            "Lag: nothing pending"
+            if lag is None
+            else f"Lag: the oldest pending event is {services.format_age(lag)} old"
+        )
+        table = Table(show_lines=False, header_style="bold")
+        table.add_column("topic")
+        table.add_column("status")
+        table.add_column("events", justify="right")
+        table.add_column("processing", justify="right")
+        table.add_column("oldest", justify="right")
+        table.add_column("max attempts", justify="right")
+        for row in result.rows:
+            table.add_row(
+                row.topic if row.topic is not None else "(other topics)",
+                row.status,
+                _count(row.events, row.estimated),
+                f"{row.leased:,}" if row.status == "pending" else "",
+                services.format_age(row.oldest_age_seconds),
+                "-" if row.max_attempts_seen is None else str(row.max_attempts_seen),
+            )
+        if result.rows:
+            console.print(table)
+        else:
+            console.print("No events.")
+        if estimated:
+            console.print(
+                "~ estimated from PostgreSQL's statistics (pg_class.reltuples, pg_stats): outbox_event is too "
+                "large to count its done rows on every call."
+            )
