@@ -5,8 +5,9 @@
 project root, or reused when a previous command already started it, so that
 ``python manage.py migrate`` works on a machine with no PostgreSQL server at all.
 The embedded server listens on a Unix socket only and outlives the command that
-started it (the next command reuses it); stop it with ``python manage.py
-embedded_postgres stop`` or by deleting ``.pgdata/`` after stopping it.
+started it (the next command reuses it); ``python manage.py embedded_postgres
+status`` shows it and ``... stop`` stops it (delete ``.pgdata/`` after stopping it
+to start from scratch).
 """
 
 from __future__ import annotations
