@@ -358,18 +358,21 @@ class OutboxEventAdmin(admin.ModelAdmin):
             context["outbox_return_to"] = RETURN_TO_OBJECT
         return super().change_view(request, object_id, form_url, extra_context=context)
 
+    #: The actions that have a button on an event's page: the state each is legal in, and its label.
+    OBJECT_ACTIONS: dict[str, tuple[str, str]] = {
+        "retry_events": (EventStatus.FAILED, "Retry this event"),
+        "mark_events_failed": (EventStatus.PENDING, "Mark this event as failed"),
+        "delete_done_events": (EventStatus.DONE, "Delete this event"),
+    }
+
     def _object_actions(self, request: HttpRequest, obj: OutboxEvent) -> list[dict[str, str]]:
         """The actions legal for this event that this user may run: buttons on its page."""
-        legal = {
-            "retry_events": EventStatus.FAILED,
-            "mark_events_failed": EventStatus.PENDING,
-            "delete_done_events": EventStatus.DONE,
-        }
-        buttons = []
-        for name, (_, _, description) in self.get_actions(request).items():
-            if legal.get(name) == obj.status:
-                buttons.append({"name": name, "label": str(description).replace("selected ", "")})
-        return buttons
+        allowed = self.get_actions(request)
+        return [
+            {"name": name, "label": label}
+            for name, (status, label) in self.OBJECT_ACTIONS.items()
+            if name in allowed and obj.status == status
+        ]
 
     def _after_action(self, request: HttpRequest) -> HttpResponse | None:
         """Back to the event's page when the action came from its buttons."""

@@ -69,7 +69,11 @@ done_exact AS (
 ),
 done_total AS (
     -- On a larger table: done = estimated rows - the exact pending and failed counts.
-    SELECT greatest(h.estimated_rows - (SELECT coalesce(sum(events), 0) FROM live), 0) AS events
+    -- (NULL without an estimate: greatest() would turn a NULL into 0.)
+    SELECT CASE
+               WHEN h.estimated_rows IS NOT NULL
+                   THEN greatest(h.estimated_rows - (SELECT coalesce(sum(events), 0) FROM live), 0)
+           END AS events
     FROM heap AS h
     WHERE h.pages > h.exact_max_pages
 ),
@@ -93,6 +97,7 @@ done_estimated AS (
     SELECT ts.topic, 'done'::text AS status, round(dt.events * ts.share)::bigint AS events
     FROM done_total AS dt
     CROSS JOIN topic_share AS ts
+    WHERE round(dt.events * ts.share) > 0
     UNION ALL
     -- The rest, which no topic's statistics account for (rare topics, or no
     -- statistics yet): one row with a NULL topic.

@@ -1,0 +1,202 @@
+"""outbox_backfill: the trigger's payload, the predicate, crawl order, idempotence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+from django.utils import timezone
+
+from outbox.drainer import Drainer, DrainerConfig
+from outbox.models import OutboxEvent
+from pricing.management.commands.outbox_backfill import backfill
+from pricing.models import CRAWL_RESULT_CREATED, CrawlResult, PriceHistory
+from tests.factories import make_product, make_result
+from tests.support import current_database_url, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("outbox_backfill", *args, stdout=out)
+    return out.getvalue()
+
+
+def forget_events() -> None:
+    """As after switching from Redis: the results are there, their queue is not."""
+    OutboxEvent.objects.all().delete()
+
+
+def test_backfilled_event_is_exactly_the_one_the_trigger_writes() -> None:
+    result = make_result(price=Decimal("12.34"), confidence=0.875, source="html_ml")
+    written = OutboxEvent.objects.get()
+    forget_events()
+    assert run() == (
+        "Enqueued 1 event(s) for 1 result(s) (unprocessed); "
+        "0 already had a pending event or were processed meanwhile.\n"
+    )
+    event = OutboxEvent.objects.get()
+    assert (event.topic, event.key, event.status, event.attempts) == (
+        CRAWL_RESULT_CREATED,
+        str(result.pk),
+        "pending",
+        0,
+    )
+    assert event.payload == written.payload
+    assert set(event.payload) == {"product_id", "source", "price", "currency", "confidence", "crawled_at"}
+
+
+def test_idempotent_never_a_second_pending_event() -> None:
+    make_result()  # its trigger event is pending
+    other = make_result()
+    OutboxEvent.objects.filter(key=str(other.pk)).delete()
+    result = backfill()
+    assert (result.selected, result.enqueued, result.skipped) == (2, 1, 1)
+    again = backfill()
+    assert (again.selected, again.enqueued, again.skipped) == (2, 0, 2)
+    assert OutboxEvent.objects.filter(status="pending").count() == 2
+    assert sorted(OutboxEvent.objects.values_list("key", flat=True)) == sorted(
+        str(pk) for pk in CrawlResult.objects.values_list("pk", flat=True)
+    )
+
+
+def test_predicate_status_since_and_source() -> None:
+    product = make_product()
+    old = timezone.now() - dt.timedelta(days=10)
+    unprocessed = make_result(product, crawled_at=old)
+    failed = make_result(product, crawled_at=old, history_record_status="failed")
+    skipped = make_result(product, source="html_rules", history_record_status="skipped")
+    recorded = make_result(product, history_record_status="recorded")
+    recent = make_result(product, source="html_rules")
+    forget_events()
+
+    def keys() -> set[str]:
+        return set(OutboxEvent.objects.values_list("key", flat=True))
+
+    assert run("--dry-run") == "Would enqueue events for up to 2 result(s) (unprocessed).\n"
+    assert not OutboxEvent.objects.exists(), "a dry run wrote events"
+    run("--since", "2d")
+    assert keys() == {str(recent.pk)}
+    run("--status", "failed", "--status", "skipped", "--source", "html_ml")
+    assert keys() == {str(recent.pk), str(failed.pk)}
+    run("--status", "skipped")
+    assert keys() == {str(recent.pk), str(failed.pk), str(skipped.pk)}
+    run()
+    assert keys() == {str(recent.pk), str(failed.pk), str(skipped.pk), str(unprocessed.pk)}
+    assert str(recorded.pk) not in keys(), "a recorded result is never replayed"
+
+
+def test_events_are_written_in_crawl_order_across_chunks() -> None:
+    product = make_product()
+    base = timezone.now() - dt.timedelta(hours=1)
+    minutes = [7, 3, 9, 1, 5, 2, 8]
+    results = {make_result(product, crawled_at=base + dt.timedelta(minutes=m)).pk: m for m in minutes}
+    forget_events()
+    assert backfill(chunk=2).enqueued == 7
+    order = [
+        results[CrawlResult.objects.get(pk=key).pk]
+        for key in OutboxEvent.objects.order_by("id").values_list("key", flat=True)
+    ]
+    assert order == sorted(minutes)
+
+
+def test_backfill_then_drain_records_history_oldest_first() -> None:
+    product = make_product()
+    base = timezone.now() - dt.timedelta(hours=1)
+    newer = make_result(product, price=Decimal("11.00"), crawled_at=base + dt.timedelta(minutes=5))
+    older = make_result(product, price=Decimal("10.00"), crawled_at=base)
+    forget_events()
+    backfill(chunk=1)
+    drainer = Drainer(DrainerConfig.from_settings(batch_size=1))
+    try:
+        assert drainer.drain().done == 2
+    finally:
+        drainer.close()
+    assert list(PriceHistory.objects.order_by("id").values_list("crawl_result_id", flat=True)) == [older.pk, newer.pk]
+
+
+def test_progress_callbacks() -> None:
+    product = make_product()
+    for _ in range(5):
+        make_result(product)
+    forget_events()
+    totals: list[int] = []
+    done: list[int] = []
+    backfill(chunk=2, on_selected=totals.append, progress=done.append)
+    assert (totals, done) == ([5], [2, 4, 5])
+
+
+def test_backfill_notifies_the_drainers() -> None:
+    make_result()
+    forget_events()
+    with psycopg.connect(current_database_url(), autocommit=True) as listener:
+        listener.execute("LISTEN outbox")
+        backfill()
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [(n.channel, n.payload) for n in notes] == [("outbox", CRAWL_RESULT_CREATED)]
+
+
+@pytest.fixture
+def other() -> Iterator[psycopg.Connection]:
+    conn = psycopg.connect(current_database_url())
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_concurrent_backfills_take_turns_and_never_duplicate(other: psycopg.Connection) -> None:
+    """The other session is a second backfill caught between its lock and its commit."""
+    result = make_result()
+    forget_events()
+    other.execute("SELECT pg_advisory_xact_lock(hashtext('pricing.outbox_backfill'))")
+    other.execute(
+        "INSERT INTO outbox_event (topic, key) VALUES (%s, %s)",
+        [CRAWL_RESULT_CREATED, str(result.pk)],
+    )
+    outcome: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            outcome["result"] = backfill()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+
+    def waiting() -> int:
+        with connection.cursor() as cursor:  # autocommit: a fresh pg_stat_activity each time
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory' AND datname = current_database()"
+            )
+            return cursor.fetchone()[0]
+
+    wait_until(waiting, message="the second backfill to wait for the first one's lock")
+    other.commit()  # the first one's event is committed, its lock released
+    thread.join(30)
+    assert outcome["result"].enqueued == 0  # type: ignore[attr-defined]
+    assert OutboxEvent.objects.filter(key=str(result.pk)).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--status", "recorded"], "--status: invalid choice: 'recorded'"),
+        (["--since", "last week"], "--since: must be a date or time such as 2026-11-01"),
+        (["--chunk-size", "0"], "--chunk-size: must be >= 1, got 0"),
+        (["--source", ""], "--source: must not be empty"),
+    ],
+)
+def test_bad_arguments(args: list[str], text: str) -> None:
+    with pytest.raises(CommandError, match=text):
+        run(*args)
