@@ -1,0 +1,1 @@
+"""Benchmarks of the outbox (not tests): ``python bench/run.py``; see docs/BENCHMARKS.md."""

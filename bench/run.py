@@ -1,0 +1,271 @@
+"""Benchmark suite of the outbox: ``python bench/run.py`` (full) or ``--quick`` (smoke).
+
+The full run reproduces docs/BENCHMARKS.md and docs/bench_throughput.png on this
+machine; ``--quick`` runs every case once at a small scale in well under a
+minute and writes its report to ``--out`` (a temporary folder by default), which
+is what the test suite does so the bench never rots.
+
+It creates its own database (``--database``, default ``bench``) on the server of
+``DATABASE_URL``, or on the embedded PostgreSQL when that is unset, dropping it
+first if it exists, and runs the project's migrations into it. Benchmark-only
+dependencies (the Redis client, matplotlib) are in bench/requirements.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import cases, db, report  # noqa: E402
+
+CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned")
+PACKAGES = ("Django", "psycopg", "django-pgtrigger", "redis", "matplotlib")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _case_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in values if v not in CASES]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"unknown case(s) {unknown or text!r}; known: {', '.join(CASES)}")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Every case once, at a small scale (smoke run).")
+    parser.add_argument(
+        "--database", default="bench", help="Database to (re)create for the run (default: %(default)r)."
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Report folder (default: docs/ for a full run, a temp dir for --quick)."
+    )
+    parser.add_argument("--cases", type=_case_list, default=list(CASES), help=f"Subset of: {','.join(CASES)}.")
+    parser.add_argument(
+        "--drainers", type=_int_list, default=None, help="Drainer counts for throughput (default: 1,2,3,4)."
+    )
+    parser.add_argument(
+        "--batch-sizes", type=_int_list, default=None, help="Batch sizes for throughput (default: 1,100,500,1000)."
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="Override the repetitions per case.")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for the old-design baseline (default: %(default)r).",
+    )
+    parser.add_argument("--keep-database", action="store_true", help="Do not drop the bench database at the end.")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.database in {"postgres", "template0", "template1"}:
+        parser.error(f"--database must not be the server's {args.database!r} database")
+    return args
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 1048576:.0f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def redis_unavailable(url: str) -> str | None:
+    """Why the Redis baseline cannot run, or None when it can."""
+    try:
+        import redis
+    except ImportError:
+        return "the redis client is not installed (pip install -r bench/requirements.txt)"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        return f"Redis at {url} is unreachable ({exc})"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scale = cases.QUICK if args.quick else cases.FULL
+    if args.repeats:
+        scale = cases.Scale(**{**scale.__dict__, "repeats": args.repeats, "matrix_repeats": args.repeats})
+    drainer_counts = args.drainers or ([1, 2] if args.quick else [1, 2, 3, 4])
+    batch_sizes = args.batch_sizes or ([1, 500] if args.quick else list(report.BATCH_SIZES))
+    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench-")) if args.quick else ROOT / "docs")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    def log(message: str) -> None:
+        print(f"[{time.time() - started:6.1f}s] {message}", flush=True)
+
+    server = db.resolve_server()
+    log(f"server: {server.note}; database {args.database!r} (dropped and recreated)")
+    url = db.recreate_database(server, args.database)
+    db.migrate(url)
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    import django
+
+    django.setup()
+
+    conn = db.connect(url)
+    db.seed_products(conn)
+    settings = db.server_settings(conn)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    ctx = cases.Context(url=url, conn=conn, scale=scale, log_dir=log_dir, redis_url=args.redis_url, log=log)
+    results: dict[str, Any] = {}
+    load_start = cases.load_average()
+    try:
+        if "throughput" in args.cases:
+            log("drain throughput (project vs plain-SQL ceiling)")
+            rows: list[dict[str, Any]] = []
+            for batch in batch_sizes:
+                for k in drainer_counts:
+                    if batch == 1 and k > 2:
+                        continue  # batch 1 shows the per-event cost; more processes add nothing to that
+                    rows.append(cases.throughput_project(ctx, k, batch))
+                    rows.append(cases.throughput_ceiling(ctx, k, batch))
+            results["throughput"] = rows
+        if "redis" in args.cases:
+            why = redis_unavailable(args.redis_url)
+            if why:
+                log(f"SKIPPED the Redis baseline: {why}")
+                results["redis"] = {"skipped": why}
+            else:
+                log("old design: Redis list + ORM worker")
+                results["redis"] = [
+                    cases.redis_baseline(ctx, workers, per_item)
+                    for per_item in (False, True)
+                    for workers in ([1, 2] if not args.quick else [1])
+                ]
+        if "latency" in args.cases:
+            log(f"latency at {scale.latency_rate:.0f} results/s for {scale.latency_seconds:.0f}s")
+            results["latency"] = [cases.latency(ctx, notify=True), cases.latency(ctx, notify=False)]
+        if "trigger" in args.cases:
+            log("trigger cost for writers")
+            results["trigger"] = cases.trigger_cost(ctx)
+        if "scale" in args.cases:
+            log(f"claim throughput, empty table vs {scale.done_rows:,} done rows")
+            results["scale"] = cases.claim_scale(ctx)
+        if "memory" in args.cases:
+            log(f"drainer memory over {scale.memory_events:,} events")
+            results["memory"] = cases.memory(ctx)
+        if "pinned" in args.cases:
+            log(f"throughput with xmin pinned for {scale.pin_seconds:.0f}s")
+            results["pinned"] = cases.pinned_xmin(ctx)
+    finally:
+        conn.close()
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep_database:
+            db.drop_database(server, args.database)
+
+    load_end = cases.load_average()
+    command = "python bench/run.py" + (" --quick" if args.quick else "")
+    if args.cases != list(CASES):
+        command += " --cases " + ",".join(args.cases)
+    results["meta"] = {
+        "command": command,
+        "mode": "quick" if args.quick else "full",
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": time.time() - started,
+        "repeats": scale.repeats,
+        "cpu": _cpu(),
+        "cores": os.cpu_count(),
+        "memory": _memory(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "server": server.note,
+        "server_version": settings.get("server_version", "?"),
+        "settings": settings,
+        "packages": {p: _version(p) for p in PACKAGES},
+        "load_start": load_start,
+        "load_end": load_end,
+        "loads": ctx.loads,
+        "backlog_batch1": scale.backlog_batch1,
+        "backlog": scale.backlog,
+        "matrix_backlog": scale.matrix_backlog,
+        "matrix_repeats": scale.matrix_repeats,
+        "products": db.PRODUCTS,
+        "latency_rate": scale.latency_rate,
+        "latency_seconds": scale.latency_seconds,
+        "how_to_run": [
+            "pip install -r requirements.txt -r bench/requirements.txt",
+            "python bench/run.py            # full run: rewrites docs/BENCHMARKS.md and docs/bench_throughput.png",
+            "python bench/run.py --quick    # every case once at a small scale, report in a temp folder",
+            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run.py  # on that server",
+        ],
+    }
+    chart_name = "bench_throughput.png"
+    has_chart = bool(results.get("throughput")) and report.chart(
+        results.get("throughput", []), out_dir / chart_name, "drain_outbox vs plain-SQL ceiling"
+    )
+    analysis_path = Path(__file__).with_name("analysis.md")
+    analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() and not args.quick else ""
+    page = report.markdown(results, chart_name if has_chart else None, analysis)
+    (out_dir / "BENCHMARKS.md").write_text(page, encoding="utf-8")
+    json_path = (ROOT / "bench" / "results.json") if not args.quick and args.out is None else out_dir / "results.json"
+    json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    _print_summary(results)
+    log(f"report: {out_dir / 'BENCHMARKS.md'}; raw samples: {json_path}")
+    return 0
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="issue 5 targets")
+    table.add_column("target")
+    table.add_column("measured")
+    table.add_column("met")
+    for target, measured, ok in report.targets(results):
+        table.add_row(target, measured, "n/a" if ok is None else ("yes" if ok else "NO"))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
