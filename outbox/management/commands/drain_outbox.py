@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.conf import get_settings
-from outbox.drainer import Drainer, DrainerConfig
+from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
 from outbox.exceptions import OutboxConfigError
 from outbox.management.commands._args import positive_float, positive_int
 
@@ -69,6 +69,16 @@ class Command(BaseCommand):
             action="store_true",
             help="Do not LISTEN for NOTIFY; poll every --interval only.",
         )
+        parser.add_argument(
+            "--give-up-after",
+            type=positive_float,
+            default=None,
+            metavar="SECONDS",
+            help=(
+                "Stop retrying an unreachable database after SECONDS and exit 1 "
+                f"(default: {ONCE_GIVE_UP_AFTER:g} with --once; without --once, never: keep retrying)."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         level = _VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)
@@ -78,6 +88,7 @@ class Command(BaseCommand):
             config = DrainerConfig.from_settings(
                 topics=options["topics"],
                 retry_failed_every=options["retry_failed_every"],
+                give_up_after=options["give_up_after"],
                 batch_size=options["batch_size"],
                 max_attempts=options["max_attempts"],
                 poll_interval=options["interval"],
@@ -94,6 +105,8 @@ class Command(BaseCommand):
         try:
             with drainer.signals_handled():
                 result = drainer.drain() if options["once"] else drainer.run()
+        except DatabaseUnavailable as exc:
+            raise CommandError(str(exc)) from exc
         finally:
             drainer.close()
         if options["once"]:

@@ -1,0 +1,56 @@
+"""Fixtures and assertions shared by the fault tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+
+from outbox.models import OutboxEvent
+
+
+@pytest.fixture
+def poison_effect() -> Iterator[None]:
+    """The table the poison handler writes its effect into (one row per applied event)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS poison_effect")
+        cursor.execute("CREATE TABLE poison_effect (event_id bigint NOT NULL, pid int NOT NULL)")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS poison_effect")
+
+
+def status_counts() -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status, count(*) FROM outbox_event GROUP BY status")
+        return dict(cursor.fetchall())
+
+
+def all_settled() -> bool:
+    """No event is pending any more (each is done or failed)."""
+    return not OutboxEvent.objects.filter(status="pending").exists()
+
+
+def assert_queue_settled(*, allow_failed: bool = False) -> None:
+    """Every event ended, none under a lease; the message names what was left behind."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, status, attempts, locked_by, locked_until, left(last_error, 200) FROM outbox_event "
+            "WHERE status = 'pending' OR locked_until IS NOT NULL OR (status = 'failed' AND NOT %s) "
+            "ORDER BY id LIMIT 10",
+            [allow_failed],
+        )
+        stuck = cursor.fetchall()
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE locked_until IS NOT NULL), "
+            "count(*) FILTER (WHERE status = 'failed') FROM outbox_event"
+        )
+        pending, leased, failed = cursor.fetchone()
+    assert not stuck, (
+        f"events left behind: {pending} still pending, {leased} still under a lease"
+        + ("" if allow_failed else f", {failed} failed")
+        + f"; first ones (id, status, attempts, locked_by, locked_until, last_error): {stuck}"
+    )

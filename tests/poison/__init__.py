@@ -1,0 +1,1 @@
+"""A test-only app whose outbox handler misbehaves on purpose (see apps.py)."""
