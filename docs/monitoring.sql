@@ -155,9 +155,10 @@ WHERE status = 'done';
 GRANT CONNECT ON DATABASE shop TO outbox_monitor;
 GRANT USAGE ON SCHEMA public TO outbox_monitor;
 GRANT SELECT ON outbox_stats, outbox_failures, outbox_throughput TO outbox_monitor;
--- Every column but payload. outbox_stats also needs SELECT on topic: PostgreSQL shows
--- a role the column statistics (pg_stats) of the columns it may read, and the view's
--- per-topic estimate of done rows comes from them.
+-- Every column but payload. outbox_stats needs them too: it reads outbox_event through
+-- the function outbox_stats_rows(), which runs with the reader's rights, and PostgreSQL
+-- shows a role the column statistics (pg_stats) only of columns it may read (the
+-- per-topic estimate of done rows comes from those of topic).
 GRANT SELECT (id, topic, key, status, attempts, available_at, locked_by, locked_until,
               last_error, created_at, processed_at)
     ON outbox_event TO outbox_monitor;

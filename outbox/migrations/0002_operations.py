@@ -50,6 +50,9 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(
             sql=views_sql(),
-            reverse_sql="DROP VIEW IF EXISTS outbox_throughput, outbox_failures, outbox_stats;",
+            reverse_sql=(
+                "DROP VIEW IF EXISTS outbox_throughput, outbox_failures, outbox_stats;"
+                "DROP FUNCTION IF EXISTS outbox_stats_rows();"
+            ),
         ),
     ]
