@@ -414,7 +414,7 @@ def _index_names(plan: Any) -> Iterator[tuple[str, str]]:
             yield from _index_names(item)
 
 
-def _check_claim_plan(cursor: Any, limits: DoctorLimits) -> Check:
+def _check_claim_plan(cursor: Any, limits: DoctorLimits, using: str) -> Check:
     name = "claim plan"
     cursor.execute(queries.doctor_claim_index, {})
     valid, pages = cursor.fetchone()
@@ -428,12 +428,26 @@ def _check_claim_plan(cursor: Any, limits: DoctorLimits) -> Check:
             f"REINDEX INDEX CONCURRENTLY {CLAIM_INDEX}",
         )
     s = get_settings()
-    # EXPLAIN (no ANALYZE) of the drainers' own claim statement: nothing is executed.
-    cursor.execute(
-        queries.doctor_explain + "\n" + queries.event_claim_batch,
-        {"batch": s.batch_size, "me": "outbox-doctor", "lease": s.lease, "topics": None},
-    )
-    raw = cursor.fetchone()[0]
+    # EXPLAIN (no ANALYZE: nothing runs) of the drainers' own claim statement, in a
+    # session set up the way a drainer sets up its own (drainer_session_setup: its
+    # timeouts and planner settings change plans), inside a transaction that is then
+    # rolled back, which undoes those settings.
+    with transaction.atomic(using=using):
+        cursor.execute(
+            queries.drainer_session_setup,
+            {
+                "application_name": "outbox-doctor",
+                "statement_timeout": str(int(s.statement_timeout * 1000)),
+                "lock_timeout": str(int(s.lock_timeout * 1000)),
+                "idle_timeout": str(int(s.lease * 1000)),
+            },
+        )
+        cursor.execute(
+            queries.doctor_explain + "\n" + queries.event_claim_batch,
+            {"batch": s.batch_size, "me": "outbox-doctor", "lease": s.lease, "topics": None},
+        )
+        raw = cursor.fetchone()[0]
+        transaction.set_rollback(True, using=using)
     plan = json.loads(raw) if isinstance(raw, str | bytes) else raw
     nodes = list(_index_names(plan))
     if any(index == CLAIM_INDEX for _, index in nodes):
@@ -686,7 +700,7 @@ def doctor(limits: DoctorLimits | None = None, *, using: str = DEFAULT_DB_ALIAS)
     limits = limits or DoctorLimits()
     report = DoctorReport()
     with connections[using].cursor() as cursor:
-        report.checks.append(_check_claim_plan(cursor, limits))
+        report.checks.append(_check_claim_plan(cursor, limits, using))
         report.checks.extend(_check_transactions(cursor, limits))
         report.checks.extend(_check_table(cursor, limits))
         report.checks.extend(_check_leases_and_drainers(cursor))

@@ -76,6 +76,17 @@ def test_claim_plan_uses_the_partial_index_on_a_grown_table() -> None:
     )
 
 
+def test_claim_plan_is_explained_in_a_drainer_like_session_that_is_then_undone() -> None:
+    settings = "SELECT current_setting('application_name'), current_setting('statement_timeout')"
+    with connection.cursor() as cursor:
+        cursor.execute(settings)
+        before = cursor.fetchone()
+        services.doctor()
+        cursor.execute(settings)
+        assert cursor.fetchone() == before, "the drainer's session settings leaked into this session"
+    assert before[0] != "outbox-doctor"
+
+
 @pytest.mark.django_db(transaction=False)
 def test_claim_plan_fails_without_its_index() -> None:
     # transaction=False: the DROP INDEX is rolled back with the test's transaction.
