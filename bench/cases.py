@@ -168,6 +168,80 @@ def throughput_ceiling(ctx: Context, workers: int, batch: int) -> dict[str, Any]
     return {"kind": "ceiling", "workers": workers, "batch": batch, "events": n, "rates": rates}
 
 
+class _Vacuumer:
+    """VACUUM outbox_event every ``every`` seconds from a thread: autovacuum, tuned hard."""
+
+    def __init__(self, url: str, every: float) -> None:
+        import threading
+
+        self.url = url
+        self.every = every
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        with db.connect(self.url) as conn:
+            while not self._stop.wait(self.every):
+                conn.execute(db.queries.outbox_vacuum)
+                self.runs += 1
+
+    def __enter__(self) -> _Vacuumer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+#: The drainers' sessions without waiting for the WAL flush at COMMIT: a diagnostic
+#: of where the time goes, never a recommendation (a crash could lose a claim's
+#: attempt count, so a poison event that crashes the server could run forever).
+ASYNC_COMMIT = "-c synchronous_commit=off"
+
+
+def throughput_async_commit(ctx: Context) -> dict[str, Any]:
+    """The headline drain with the drainers' commits not waiting for the WAL flush."""
+    drainers, batch = HEADLINE
+    n, repeats = plan_for(ctx.scale, drainers, batch)
+    rates: list[float] = []
+    with DrainerPool(ctx.url, drainers, batch_size=batch, log_dir=ctx.log_dir, pgoptions=ASYNC_COMMIT) as pool:
+        pool.wait_ready(ctx.conn)
+        for _ in range(repeats):
+            ctx.note_load("throughput")
+            db.reset(ctx.conn)
+            t0 = _load_then_commit(ctx, n)
+            t_end = db.wait_drained(ctx.conn, timeout=60 + n / 100)
+            pool.check_alive()
+            db.check_all_processed(ctx.conn, n)
+            rates.append(n / (t_end - t0))
+            ctx.log(f"  project drainers={drainers} batch={batch}, synchronous_commit=off: {rates[-1]:,.0f} events/s")
+    return {"workers": drainers, "batch": batch, "events": n, "rates": rates}
+
+
+def throughput_vacuumed(ctx: Context, every: float = 1.0) -> dict[str, Any]:
+    """The headline drain with outbox_event vacuumed every ``every`` s during it."""
+    drainers, batch = HEADLINE
+    n, repeats = plan_for(ctx.scale, drainers, batch)
+    rates: list[float] = []
+    runs: list[int] = []
+    with DrainerPool(ctx.url, drainers, batch_size=batch, log_dir=ctx.log_dir) as pool:
+        pool.wait_ready(ctx.conn)
+        for _ in range(repeats):
+            ctx.note_load("throughput")
+            db.reset(ctx.conn)
+            t0 = _load_then_commit(ctx, n)
+            with _Vacuumer(ctx.url, every) as vacuumer:
+                t_end = db.wait_drained(ctx.conn, timeout=60 + n / 100)
+            pool.check_alive()
+            db.check_all_processed(ctx.conn, n)
+            rates.append(n / (t_end - t0))
+            runs.append(vacuumer.runs)
+            ctx.log(f"  project drainers={drainers} batch={batch}, VACUUM every {every}s: {rates[-1]:,.0f} events/s")
+    return {"workers": drainers, "batch": batch, "events": n, "every": every, "rates": rates, "vacuums": runs}
+
+
 def redis_baseline(ctx: Context, workers: int, per_item: bool) -> dict[str, Any]:
     """The old design: ids in a Redis list, a worker popping 100 at a time, ORM writes."""
     import redis
@@ -210,7 +284,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def latency(ctx: Context, notify: bool, drainers: int = 2, batch: int = 500) -> dict[str, Any]:
+def latency(
+    ctx: Context, notify: bool, drainers: int = 2, batch: int = 500, async_commit: bool = False
+) -> dict[str, Any]:
     """Commit of a CrawlResult -> commit of its PriceHistory, at a steady rate."""
     s = ctx.scale
     db.reset(ctx.conn)
@@ -219,7 +295,13 @@ def latency(ctx: Context, notify: bool, drainers: int = 2, batch: int = 500) -> 
     runs: list[dict[str, float]] = []
     try:
         with DrainerPool(
-            ctx.url, drainers, batch_size=batch, interval=interval, notify=notify, log_dir=ctx.log_dir
+            ctx.url,
+            drainers,
+            batch_size=batch,
+            interval=interval,
+            notify=notify,
+            log_dir=ctx.log_dir,
+            pgoptions=ASYNC_COMMIT if async_commit else "",
         ) as pool:
             pool.wait_ready(ctx.conn)
             # Warm-up: one result through the whole path, so no drainer is still importing.
@@ -250,13 +332,21 @@ def latency(ctx: Context, notify: bool, drainers: int = 2, batch: int = 500) -> 
                     }
                 )
                 ctx.log(
-                    f"  latency notify={'on' if notify else 'off'}: p50={runs[-1]['p50']:.2f} "
+                    f"  latency notify={'on' if notify else 'off'} async_commit={async_commit}: "
+                    f"p50={runs[-1]['p50']:.2f} "
                     f"p95={runs[-1]['p95']:.2f} p99={runs[-1]['p99']:.2f} ms"
                 )
             pool.check_alive()
     finally:
         ctx.conn.execute(db.queries.history_probe_drop)
-    return {"notify": notify, "interval": interval, "drainers": drainers, "batch": batch, "runs": runs}
+    return {
+        "notify": notify,
+        "interval": interval,
+        "drainers": drainers,
+        "batch": batch,
+        "async_commit": async_commit,
+        "runs": runs,
+    }
 
 
 # ---------------------------------------------------------------------- trigger cost
@@ -358,6 +448,11 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
 def _claim_loop(conn: psycopg.Connection[Any], batch: int) -> tuple[int, float, float]:
     """Claim and ack with the outbox's own statements until empty: (events, seconds, claim seconds)."""
     me = "bench:claim"
+    # The drainer's own session settings (enable_incremental_sort off among them).
+    conn.execute(
+        db.outbox.drainer_session_setup,
+        {"application_name": me, "statement_timeout": "0", "lock_timeout": "0", "idle_timeout": "0"},
+    )
     done = 0
     claim_time = 0.0
     start = time.perf_counter()

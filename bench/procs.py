@@ -52,11 +52,15 @@ class DrainerPool:
         notify: bool = True,
         log_dir: Path,
         verbosity: int = 1,
+        pgoptions: str = "",
     ) -> None:
         self.url = url
         self.count = count
         self.notify = notify
         env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "project.settings", "PYTHONUNBUFFERED": "1"}
+        if pgoptions:
+            # Server settings for the drainers' sessions only (libpq reads PGOPTIONS).
+            env["PGOPTIONS"] = pgoptions
         args = ["--batch-size", str(batch_size), "--interval", str(interval), "--verbosity", str(verbosity)]
         if not notify:
             args.append("--no-notify")
@@ -169,6 +173,7 @@ def ceiling_worker(go: EventType, out: Any, ready: Any, url: str, batch: int) ->
     """The plain-SQL ceiling: one set-based statement per batch until nothing is left."""
     try:
         with db.connect(url) as conn:
+            conn.execute("SET enable_incremental_sort = off")
             ready.put(True)
             go.wait()
             done = 0

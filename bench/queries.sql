@@ -68,12 +68,13 @@ FROM generate_series(1::bigint, %(n)s::bigint) AS g;
 -- The plain-SQL ceiling: claim a batch with SKIP LOCKED, insert the history of its
 -- eligible results and mark the events done, in one statement and one transaction.
 -- No per-product lock, no stale/unchanged check, no result status: the least work
--- that still moves an event into history.
+-- that still moves an event into history. It claims the way event_claim_batch does
+-- (same index, same plan: see the comments there), with incremental sort off.
 WITH claimed AS (
     SELECT id, key
     FROM outbox_event
-    WHERE status = 'pending' AND available_at <= now()
-    ORDER BY id
+    WHERE status = 'pending' AND (available_at <= now()) IS TRUE
+    ORDER BY id, available_at
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 ), history AS (
@@ -143,3 +144,7 @@ SELECT id::text FROM pricing_crawlresult ORDER BY crawled_at;
 
 -- name: tables_analyze
 ANALYZE pricing_product, pricing_crawlresult, pricing_pricehistory, outbox_event;
+
+-- name: outbox_vacuum
+-- What autovacuum would do to the outbox table with aggressive per-table settings.
+VACUUM outbox_event;

@@ -74,6 +74,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                         )
                     )
     for lat in results.get("latency", []):
+        if lat.get("async_commit"):
+            continue
         p50 = med([r["p50"] for r in lat["runs"]])
         p99 = med([r["p99"] for r in lat["runs"]])
         if lat["notify"]:
@@ -223,6 +225,24 @@ def markdown(results: dict[str, Any], chart_name: str | None, analysis: str) -> 
             "",
         ]
         out += throughput_table(rows, counts)
+        vac = results.get("vacuumed")
+        headline = _find(rows, "project", 2, 500)
+        if vac and headline:
+            out += [
+                "",
+                f"Autovacuum tuning, measured: the headline drain again while another session runs "
+                f"`VACUUM outbox_event` every {vac['every']:.0f} s (what aggressive per-table autovacuum settings "
+                f"would do): {spread(vac['rates'])} events/s against {spread(headline['rates'])} without "
+                f"({med(vac['rates']) / med(headline['rates']):.2f}x).",
+            ]
+        asy = results.get("async_commit")
+        if asy and headline:
+            out += [
+                "",
+                "Where the time goes, measured: the headline drain again with the drainers' sessions on "
+                f"`synchronous_commit = off` (a diagnostic, not a recommendation): {spread(asy['rates'])} events/s "
+                f"({med(asy['rates']) / med(headline['rates']):.2f}x).",
+            ]
         if chart_name:
             out += ["", f"![throughput by batch size and drainers]({chart_name})"]
     redis = results.get("redis")
@@ -262,6 +282,8 @@ def markdown(results: dict[str, Any], chart_name: str | None, analysis: str) -> 
         ]
         for lat in lats:
             label = "NOTIFY" if lat["notify"] else f"poll only, interval {lat['interval'] * 1000:.0f} ms"
+            if lat.get("async_commit"):
+                label += ", drainers' synchronous_commit off (diagnostic)"
             cols = [spread([r[q] for r in lat["runs"]], ".2f") for q in ("p50", "p95", "p99", "max")]
             out.append(f"| {label} | " + " | ".join(cols) + " |")
     trig = results.get("trigger")

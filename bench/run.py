@@ -168,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(cases.throughput_project(ctx, k, batch))
                     rows.append(cases.throughput_ceiling(ctx, k, batch))
             results["throughput"] = rows
+            if tuple(cases.HEADLINE) in {(r["workers"], r["batch"]) for r in rows}:
+                log("headline drain with outbox_event vacuumed every second (autovacuum tuning)")
+                results["vacuumed"] = cases.throughput_vacuumed(ctx)
+                log("headline drain with the drainers' synchronous_commit off (diagnostic)")
+                results["async_commit"] = cases.throughput_async_commit(ctx)
         if "redis" in args.cases:
             why = redis_unavailable(args.redis_url)
             if why:
@@ -182,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                 ]
         if "latency" in args.cases:
             log(f"latency at {scale.latency_rate:.0f} results/s for {scale.latency_seconds:.0f}s")
-            results["latency"] = [cases.latency(ctx, notify=True), cases.latency(ctx, notify=False)]
+            results["latency"] = [
+                cases.latency(ctx, notify=True),
+                cases.latency(ctx, notify=False),
+                cases.latency(ctx, notify=True, async_commit=True),
+            ]
         if "trigger" in args.cases:
             log("trigger cost for writers")
             results["trigger"] = cases.trigger_cost(ctx)

@@ -6,10 +6,15 @@
 -- name: drainer_session_setup
 -- Name the session after the drainer (pg_stat_activity, the dead-holder rescue)
 -- and bound every statement and lock wait, so nothing hangs silently.
+-- enable_incremental_sort off: with it, the planner can serve the claim's
+-- ORDER BY id, available_at from the primary key plus an incremental sort, and
+-- walk every done row again on each claim (see event_claim_batch); without it
+-- only the claim index gives that order. No drainer statement needs it.
 SELECT set_config('application_name', %(application_name)s, false),
        set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
-       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false);
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
+       set_config('enable_incremental_sort', 'off', false);
 
 -- name: event_claim_batch
 -- Claim up to %(batch)s claimable events in id order, in a short transaction of
@@ -19,6 +24,18 @@ SELECT set_config('application_name', %(application_name)s, false),
 -- The claim counts the attempt now, not when the handler returns: a handler that
 -- kills its process still walks its event towards 'failed'. The lease is written
 -- into available_at as well, so an expired lease is claimable like a fresh event.
+-- Two planner details, measured by bench/ (docs/BENCHMARKS.md):
+-- * ORDER BY id, available_at is the claim index's own order (id is unique, so it
+--   is the same order as by id). With ORDER BY id alone, statistics taken while a
+--   backlog is pending make the primary key look cheaper, and each claim then
+--   walks every done row before the first pending one: O(done) per claim. The
+--   drainer's session turns incremental sort off (drainer_session_setup), or the
+--   primary key plus an incremental sort could still serve this order.
+-- * `(available_at <= now()) IS TRUE` is the same test, but not an index condition,
+--   so it is checked on the heap row. A dead index entry (a claim's old version,
+--   whose available_at is a future lease end) is then seen dead and marked killed
+--   for the next scans; as an index condition it would be skipped unexamined and
+--   rescanned by every claim until VACUUM.
 -- Only events nobody holds a lease on (locked_by IS NULL): an event whose earlier
 -- claim never finished (its drainer died or stalled; the lease ran out or was
 -- rescued with locked_by kept) is a suspect, claimed by event_claim_suspects.
@@ -26,10 +43,10 @@ WITH claimable AS (
     SELECT id
     FROM outbox_event
     WHERE status = 'pending'
-      AND available_at <= now()
+      AND (available_at <= now()) IS TRUE
       AND locked_by IS NULL
       AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
-    ORDER BY id
+    ORDER BY id, available_at
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 )
