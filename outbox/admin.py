@@ -136,6 +136,16 @@ def _when(value: dt.datetime | None) -> str:
     return "-" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _when_full(value: dt.datetime | None) -> str:
+    """The instant to the millisecond, in the current time zone, and how long ago (or ahead)."""
+    if value is None:
+        return "-"
+    seconds = (timezone.now() - value).total_seconds()
+    relative = f"{services.format_age(seconds)} ago" if seconds >= 0 else f"in {services.format_age(-seconds)}"
+    local = timezone.localtime(value)
+    return f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} {local:%Z} ({relative})"
+
+
 def _status_for(request: HttpRequest) -> services.OutboxStatus:
     """services.status(), once per request (the summary and the topic filter share it)."""
     cached = getattr(request, "_outbox_status", None)
@@ -204,7 +214,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
     actions = ("retry_events", "mark_events_failed", "delete_done_events")
     fieldsets = (
         (None, {"fields": ("id", "topic", "key", "status_badge", "attempts")}),
-        ("Delivery", {"fields": ("available_at", "lease", "created_at", "processed_at")}),
+        ("Delivery", {"fields": ("available_at_full", "lease", "created_at_full", "processed_at_full")}),
         ("Payload", {"fields": ("payload_pretty",)}),
         ("Last error", {"fields": ("error_full",)}),
     )
@@ -214,10 +224,10 @@ class OutboxEventAdmin(admin.ModelAdmin):
         "key",
         "status_badge",
         "attempts",
-        "available_at",
+        "available_at_full",
         "lease",
-        "created_at",
-        "processed_at",
+        "created_at_full",
+        "processed_at_full",
         "payload_pretty",
         "error_full",
     )
@@ -290,12 +300,24 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
     # ------------------------------------------------------------ detail
 
+    @admin.display(description="available at")
+    def available_at_full(self, obj: OutboxEvent) -> str:
+        return _when_full(obj.available_at)
+
+    @admin.display(description="created at")
+    def created_at_full(self, obj: OutboxEvent) -> str:
+        return _when_full(obj.created_at)
+
+    @admin.display(description="processed at")
+    def processed_at_full(self, obj: OutboxEvent) -> str:
+        return _when_full(obj.processed_at)
+
     @admin.display(description="lease")
     def lease(self, obj: OutboxEvent) -> str:
         if obj.locked_by is None:
             return "-"
         if obj.status == EventStatus.PENDING and obj.locked_until is not None:
-            return format_html("held by <code>{}</code> until {}", obj.locked_by, obj.locked_until)
+            return format_html("held by <code>{}</code> until {}", obj.locked_by, _when_full(obj.locked_until))
         return format_html("last held by <code>{}</code>", obj.locked_by)
 
     @admin.display(description="payload")

@@ -105,7 +105,7 @@ def _events_url(result_id: uuid.UUID) -> str:
 @admin.register(CrawlResult)
 class CrawlResultAdmin(ReadOnlyAdmin):
     list_display = (
-        "id",
+        "short_id",
         "product",
         "source",
         "price",
@@ -116,6 +116,7 @@ class CrawlResultAdmin(ReadOnlyAdmin):
         "history_record_reason",
         "outbox_events",
     )
+    list_display_links = ("short_id",)
     list_filter = ("history_record_status", SourceFilter)
     list_select_related = ("product",)
     search_fields = ("id",)
@@ -152,6 +153,10 @@ class CrawlResultAdmin(ReadOnlyAdmin):
             return queryset.filter(pk=uuid.UUID(term)), False
         except ValueError:
             return queryset.filter(product__sku=term), False
+
+    @admin.display(description="id")
+    def short_id(self, obj: CrawlResult) -> str:
+        return format_html('<span title="{}">{}…</span>', obj.pk, str(obj.pk)[:8])
 
     @admin.display(description="outbox")
     def outbox_events(self, obj: CrawlResult) -> str:
