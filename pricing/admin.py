@@ -24,8 +24,8 @@ from django.utils.safestring import mark_safe
 from outbox.admin import STATUS_STYLES, EstimatedCountPaginator
 from outbox.models import OutboxEvent
 from pricing.auto_record import get_config, queries
-from pricing.management.commands.outbox_backfill import REPLAYABLE, backfill
 from pricing.models import CRAWL_RESULT_CREATED, CrawlResult, PriceHistory, Product
+from pricing.services import REPLAYABLE, backfill
 
 #: Rows sampled for the source filter's choices (plus the column statistics).
 SOURCE_SAMPLE = 10_000

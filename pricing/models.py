@@ -62,6 +62,8 @@ class CrawlResult(models.Model):
         indexes = [
             models.Index(fields=["product", "crawled_at"], name="pricing_cr_product_crawled"),
             models.Index(fields=["history_record_status"], name="pricing_cr_record_status"),
+            # Newest-first admin list and the backfill's crawl-order selection.
+            models.Index(fields=["crawled_at", "id"], name="pricing_cr_crawled_id"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="pricing_cr_currency_iso"),

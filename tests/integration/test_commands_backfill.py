@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from outbox.drainer import Drainer, DrainerConfig
 from outbox.models import OutboxEvent
-from pricing.management.commands.outbox_backfill import backfill
 from pricing.models import CRAWL_RESULT_CREATED, CrawlResult, PriceHistory
+from pricing.services import backfill
 from tests.factories import make_product, make_result
 from tests.support import current_database_url, wait_until
 

@@ -202,3 +202,12 @@ def test_crawl_result_of_mark_failed_keeps_other_results_alone() -> None:
     ids = list(OutboxEvent.objects.filter(key=str(first.pk)).values_list("id", flat=True))
     services.mark_failed(ids)
     assert CrawlResult.objects.get(pk=second.pk).history_record_status is None
+
+
+def test_package_level_api_for_code_written_against_the_old_functions() -> None:
+    import outbox
+    from outbox import services
+
+    assert (outbox.status, outbox.retry, outbox.purge) == (services.status, services.retry, services.purge)
+    with pytest.raises(AttributeError, match="no attribute 'clear'"):
+        outbox.clear  # noqa: B018
