@@ -12,27 +12,33 @@ One cycle (``Drainer.run_once``):
    A suspect's attempt is not counted by the claim.
 2. **Process the batch** (one transaction): re-lock the events this drainer still
    owns (a drainer that stalled past its lease finds the reclaimed ones gone), take
-   the handlers' advisory locks in sorted order, defer the events that have an
-   earlier unfinished event of the same lock key (per-key order across drainers),
-   run each topic's batch handler in a savepoint, bisecting the batch when it
-   raises so only the failing events are retried, then ack done / retry with
-   backoff / failed, all in the transaction that holds the handler's writes.
+   the handlers' advisory locks in sorted order, hold back the events that have an
+   earlier unfinished event of the same lock key (per-key order across drainers,
+   see below), run each topic's batch handler in a savepoint, bisecting the batch
+   when it raises so only the failing events are retried, then ack done / retry
+   with backoff / failed, all in the transaction that holds the handler's writes.
    Events past ``max_attempts`` are failed without running.
 3. **Process each suspect alone**: count its attempt in a transaction of its own,
    then process it as above. A poison event that kills its process is thus retried
    alone, uses up only its own attempts, and ends ``failed`` (abandoned) once they
    are gone; its neighbours in the batch that died with it cost nothing more.
+4. **Held-back events**: while every earlier unfinished event of their key is in
+   flight in another drainer, wait for it (polling, outside any transaction, up to
+   WAIT_FOR_EARLIER), then process them; otherwise, or when the wait runs out,
+   defer them (give them back unrun, attempt refunded, claimable again shortly).
 
 Every ack is fenced by ``locked_by``; zero rows updated means the lease was lost,
 and the effect is rolled back with the transaction, never applied twice.
 
-Faults: a lost connection (server restart, ``pg_terminate_backend``, the session's
-``idle_in_transaction_session_timeout`` after a stall) is logged, the connection
-dropped and re-made with backoff, and the events still leased to this drainer are
-released. A drainer that cannot reach the database at start-up says so and keeps
-trying; ``drain()`` (``--once``) gives up after ``give_up_after`` seconds with
-``DatabaseUnavailable``. A key lock that stays busy past ``lock_timeout`` (another
-drainer stalled while holding it) gives the batch back without using attempts.
+Faults: a lost session (server restart, ``pg_terminate_backend``, the
+``idle_in_transaction_session_timeout`` that ends the session of a drainer stopped
+mid-transaction) is logged, the connection dropped and re-made with backoff, and
+the events still leased to this drainer are released as suspects; the LISTEN
+connection is re-made as soon as it is found broken. A drainer that cannot reach
+the database at start-up says so and keeps trying; ``drain()`` (``--once``) gives
+up after ``give_up_after`` seconds with ``DatabaseUnavailable``. A key lock that
+stays busy past ``lock_timeout`` (another drainer stalled while holding it) gives
+the batch back without using attempts. See docs/guarantees.md.
 """
 
 from __future__ import annotations
@@ -461,7 +467,7 @@ class Drainer:
         """
         result = DrainResult()
         deadline = time.monotonic() + min(WAIT_FOR_EARLIER, self.settings.lease / 4)
-        pending = list(events)
+        pending = sorted(events, key=lambda e: e.id)
         while pending:
             if self._stopping or time.monotonic() >= deadline:
                 delay = 0.0 if self._stopping else DEFER_DELAY_MAX
@@ -469,10 +475,15 @@ class Drainer:
                 break
             self._sleep(WAIT_POLL)
             blocked = self._blocked(self._keyed(pending), [e.id for e in pending])
-            if blocked and len(blocked) == len(pending) and all(blocked.values()):
+            free = [e for e in pending if not blocked.get(e.id, False)]
+            if not free:
                 continue  # all still behind events in flight elsewhere: keep waiting
-            done, pending = self._process_batch(pending, suspect=suspect, wait=True)
+            # Suspects still run one at a time; the others together.
+            batch = free[:1] if suspect else pending
+            done, still = self._process_batch(batch, suspect=suspect, wait=True)
             result += done
+            taken = {e.id for e in batch}
+            pending = sorted([*(e for e in pending if e.id not in taken), *still], key=lambda e: e.id)
         return result
 
     def _claim(self) -> list[Event]:
@@ -582,9 +593,26 @@ class Drainer:
         waiting: list[Event] = []
         try:
             with transaction.atomic(using=self.using):
-                with self.connection.cursor() as cursor:
-                    cursor.execute(queries.event_lock_owned, {"ids": [e.id for e in events], "me": self.identity})
-                    owned = {row[0] for row in cursor.fetchall()}
+                try:
+                    with self.connection.cursor() as cursor:
+                        cursor.execute(queries.event_lock_owned, {"ids": [e.id for e in events], "me": self.identity})
+                        owned = {row[0] for row in cursor.fetchall()}
+                except OperationalError as exc:
+                    if not isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+                        raise
+                    # Another transaction has held these rows past lock_timeout: a
+                    # drainer that reclaimed them and stalled. Leave them: if they are
+                    # still ours, our lease hands them back when it runs out.
+                    logger.warning(
+                        "drainer=%s %d claimed event(s) stayed locked by another session past lock_timeout "
+                        "(%ss), leaving them: ids=%s",
+                        self.identity,
+                        len(events),
+                        self.settings.lock_timeout,
+                        ",".join(str(e.id) for e in events[:20]),
+                    )
+                    transaction.set_rollback(True, using=self.using)
+                    return result, []
                 lost = [e.id for e in events if e.id not in owned]
                 if lost:
                     result.lost += len(lost)

@@ -148,6 +148,10 @@ class DrainerPool:
             self.live[index] = self._start()
             return victim.pid
 
+    def live_pids(self) -> set[int]:
+        with self._lock:
+            return {process.pid for process in self.live if process.process.poll() is None}
+
     def stop(self, timeout: float = 30.0) -> list[int]:
         """SIGTERM every live drainer; return their exit codes."""
         with self._lock:
@@ -181,7 +185,7 @@ class Supervisor(threading.Thread):
     it waits up to BUSY_PATIENCE seconds for one to hold a lease, then kills any.
     """
 
-    BUSY_PATIENCE = 3.0
+    BUSY_PATIENCE = 1.5
 
     def __init__(
         self,
@@ -213,9 +217,9 @@ class Supervisor(threading.Thread):
             while not self._stop_event.wait(self.poll):
                 self.deaths.extend(self.pool.replace_dead())
                 if next_kill is not None and time.monotonic() >= next_kill:
-                    busy = self._lease_holders(conn) if conn is not None else set()
+                    busy = self._lease_holders(conn) & self.pool.live_pids() if conn is not None else set()
                     if conn is not None and not busy and time.monotonic() < next_kill + self.BUSY_PATIENCE:
-                        continue  # nobody holds a batch right now: look again at the next poll
+                        continue  # no live drainer holds a batch right now: look again at the next poll
                     victim = self.pool.kill_one(self.rng, prefer=busy)
                     self.kills.append(victim)
                     self.busy_kills += victim in busy

@@ -10,10 +10,18 @@
 -- ORDER BY id, available_at from the primary key plus an incremental sort, and
 -- walk every done row again on each claim (see event_claim_batch); without it
 -- only the claim index gives that order. No drainer statement needs it.
+-- client_connection_check_interval (PostgreSQL 14+): while a statement runs, the
+-- backend checks every second that its drainer is still there, and ends the
+-- statement and the session if not. Without it, the backend of a drainer killed
+-- in the middle of a long statement (a slow handler query) runs on until the
+-- statement ends or hits statement_timeout, holding the batch's row locks and
+-- keeping the drainer's name in pg_stat_activity, so the dead-holder rescue
+-- cannot tell that the drainer died.
 SELECT set_config('application_name', %(application_name)s, false),
        set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
+       set_config('client_connection_check_interval', '1s', false),
        set_config('enable_incremental_sort', 'off', false);
 
 -- name: event_claim_batch

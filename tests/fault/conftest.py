@@ -23,6 +23,25 @@ def poison_effect() -> Iterator[None]:
             cursor.execute("DROP TABLE IF EXISTS poison_effect")
 
 
+def sleeping_backend(identity: str) -> bool:
+    """Is this drainer's session inside a pg_sleep right now (a handler busy mid-batch)?"""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s AND state = 'active'",
+            [identity, "%pg_sleep%"],
+        )
+        return cursor.fetchone() is not None
+
+
+def lease_holder() -> str | None:
+    """The identity of a drainer holding a lease now, if any."""
+    return (
+        OutboxEvent.objects.filter(status="pending", locked_by__isnull=False, locked_until__isnull=False)
+        .values_list("locked_by", flat=True)
+        .first()
+    )
+
+
 def status_counts() -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT status, count(*) FROM outbox_event GROUP BY status")
