@@ -157,53 +157,92 @@ def main(argv: list[str] | None = None) -> int:
     ctx = cases.Context(url=url, conn=conn, scale=scale, log_dir=log_dir, redis_url=args.redis_url, log=log)
     results: dict[str, Any] = {}
     load_start = cases.load_average()
+    failures: dict[str, str] = {}
+
+    def attempt(case: str, fn: Any) -> None:
+        """Run one case; a failure is recorded and reported, and the other cases still run."""
+        try:
+            fn()
+        except Exception as exc:
+            import traceback
+
+            failures[case] = f"{type(exc).__name__}: {exc}"
+            log(f"FAILED case {case}:\n{traceback.format_exc()}")
+            results[case] = {"error": failures[case]}
+            db.reset(conn)
+
+    def throughput() -> None:
+        rows: list[dict[str, Any]] = []
+        results["throughput"] = rows
+        for batch in batch_sizes:
+            for k in drainer_counts:
+                if batch == 1 and k > 2:
+                    continue  # batch 1 shows the per-event cost; more processes add nothing to that
+                rows.append(cases.throughput_project(ctx, k, batch))
+                rows.append(cases.throughput_ceiling(ctx, k, batch))
+
+    def headline_variants() -> None:
+        log("headline drain with outbox_event vacuumed every second (autovacuum tuning)")
+        results["vacuumed"] = cases.throughput_vacuumed(ctx)
+        log("headline drain with other settings in the drainers' sessions (diagnostics)")
+        results["session_variants"] = [
+            cases.throughput_session(ctx, cases.ASYNC_COMMIT),
+            cases.throughput_session(ctx, cases.CACHED_PAGES),
+        ]
+
+    def redis_case() -> None:
+        why = redis_unavailable(args.redis_url)
+        if why:
+            log(f"SKIPPED the Redis baseline: {why}")
+            results["redis"] = {"skipped": why}
+            return
+        log("old design: Redis list + ORM worker")
+        results["redis"] = [
+            cases.redis_baseline(ctx, workers, per_item)
+            for per_item in (False, True)
+            for workers in ([1, 2] if not args.quick else [1])
+        ]
+
+    def latency_case() -> None:
+        log(f"latency at {scale.latency_rate:.0f} results/s for {scale.latency_seconds:.0f}s")
+        results["latency"] = [
+            cases.latency(ctx, notify=True),
+            cases.latency(ctx, notify=False),
+            cases.latency(ctx, notify=True, async_commit=True),
+        ]
+
+    def trigger_case() -> None:
+        log("trigger cost for writers")
+        results["trigger"] = cases.trigger_cost(ctx)
+
+    def scale_case() -> None:
+        log(f"claim throughput, empty table vs {scale.done_rows:,} done rows")
+        results["scale"] = cases.claim_scale(ctx)
+
+    def memory_case() -> None:
+        log(f"drainer memory over {scale.memory_events:,} events")
+        results["memory"] = cases.memory(ctx)
+
+    def pinned_case() -> None:
+        log(f"throughput with xmin pinned for {scale.pin_seconds:.0f}s")
+        results["pinned"] = cases.pinned_xmin(ctx)
+
     try:
         if "throughput" in args.cases:
             log("drain throughput (project vs plain-SQL ceiling)")
-            rows: list[dict[str, Any]] = []
-            for batch in batch_sizes:
-                for k in drainer_counts:
-                    if batch == 1 and k > 2:
-                        continue  # batch 1 shows the per-event cost; more processes add nothing to that
-                    rows.append(cases.throughput_project(ctx, k, batch))
-                    rows.append(cases.throughput_ceiling(ctx, k, batch))
-            results["throughput"] = rows
-            if tuple(cases.HEADLINE) in {(r["workers"], r["batch"]) for r in rows}:
-                log("headline drain with outbox_event vacuumed every second (autovacuum tuning)")
-                results["vacuumed"] = cases.throughput_vacuumed(ctx)
-                log("headline drain with the drainers' synchronous_commit off (diagnostic)")
-                results["async_commit"] = cases.throughput_async_commit(ctx)
-        if "redis" in args.cases:
-            why = redis_unavailable(args.redis_url)
-            if why:
-                log(f"SKIPPED the Redis baseline: {why}")
-                results["redis"] = {"skipped": why}
-            else:
-                log("old design: Redis list + ORM worker")
-                results["redis"] = [
-                    cases.redis_baseline(ctx, workers, per_item)
-                    for per_item in (False, True)
-                    for workers in ([1, 2] if not args.quick else [1])
-                ]
-        if "latency" in args.cases:
-            log(f"latency at {scale.latency_rate:.0f} results/s for {scale.latency_seconds:.0f}s")
-            results["latency"] = [
-                cases.latency(ctx, notify=True),
-                cases.latency(ctx, notify=False),
-                cases.latency(ctx, notify=True, async_commit=True),
-            ]
-        if "trigger" in args.cases:
-            log("trigger cost for writers")
-            results["trigger"] = cases.trigger_cost(ctx)
-        if "scale" in args.cases:
-            log(f"claim throughput, empty table vs {scale.done_rows:,} done rows")
-            results["scale"] = cases.claim_scale(ctx)
-        if "memory" in args.cases:
-            log(f"drainer memory over {scale.memory_events:,} events")
-            results["memory"] = cases.memory(ctx)
-        if "pinned" in args.cases:
-            log(f"throughput with xmin pinned for {scale.pin_seconds:.0f}s")
-            results["pinned"] = cases.pinned_xmin(ctx)
+            attempt("throughput", throughput)
+            if tuple(cases.HEADLINE) in {(r["workers"], r["batch"]) for r in results.get("throughput", [])}:
+                attempt("vacuumed", headline_variants)
+        for case, fn in (
+            ("redis", redis_case),
+            ("latency", latency_case),
+            ("trigger", trigger_case),
+            ("scale", scale_case),
+            ("memory", memory_case),
+            ("pinned", pinned_case),
+        ):
+            if case in args.cases:
+                attempt(case, fn)
     finally:
         conn.close()
         from django.db import connections
@@ -249,9 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     chart_name = "bench_throughput.png"
-    has_chart = bool(results.get("throughput")) and report.chart(
-        results.get("throughput", []), out_dir / chart_name, "drain_outbox vs plain-SQL ceiling"
-    )
+    rows = report.measured_results(results).get("throughput") or []
+    has_chart = bool(rows) and report.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
     analysis_path = Path(__file__).with_name("analysis.md")
     analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() and not args.quick else ""
     page = report.markdown(results, chart_name if has_chart else None, analysis)
@@ -260,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     _print_summary(results)
     log(f"report: {out_dir / 'BENCHMARKS.md'}; raw samples: {json_path}")
+    if failures:
+        log("FAILED case(s): " + "; ".join(f"{case}: {why}" for case, why in failures.items()))
+        return 1
     return 0
 
 
