@@ -162,7 +162,6 @@ class DrainResult:
     done: int = 0
     retried: int = 0
     failed: int = 0
-    released: int = 0
     lost: int = 0
     deferred: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -172,7 +171,6 @@ class DrainResult:
         self.done += other.done
         self.retried += other.retried
         self.failed += other.failed
-        self.released += other.released
         self.lost += other.lost
         self.deferred += other.deferred
         self.outcomes.update(other.outcomes)
@@ -563,14 +561,6 @@ class Drainer:
             shortest = min(delays)
             self._shortest_defer = shortest if self._shortest_defer is None else min(self._shortest_defer, shortest)
         return deferred
-
-    def _release(self, events: Sequence[Event], *, refund: bool) -> list[int]:
-        with transaction.atomic(using=self.using), self.connection.cursor() as cursor:
-            cursor.execute(
-                queries.event_release,
-                {"ids": [e.id for e in events], "me": self.identity, "refund": 1 if refund else 0},
-            )
-            return [row[0] for row in cursor.fetchall()]
 
     def _process(self, events: Sequence[Event], *, abandoned: bool = False, suspect: bool = False) -> DrainResult:
         """Run ``events`` (all claimed by this drainer) in one transaction and ack them.

@@ -153,9 +153,19 @@ class DrainerPool:
             return {process.pid for process in self.live if process.process.poll() is None}
 
     def stop(self, timeout: float = 30.0) -> list[int]:
-        """SIGTERM every live drainer; return their exit codes."""
+        """SIGTERM every live drainer once it is up; return their exit codes.
+
+        A drainer still starting (a replacement just started by a Supervisor) has no
+        signal handler yet and would die of the SIGTERM instead of exiting 0, so
+        wait for each one's "started" line first.
+        """
         with self._lock:
             for process in self.live:
+                wait_until(
+                    lambda process=process: "started" in process.output() or process.process.poll() is not None,
+                    timeout=60,
+                    message=f"drainer {process.pid} started",
+                )
                 process.send(signal.SIGTERM)
             return [process.wait(timeout) for process in self.live]
 

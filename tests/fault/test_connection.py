@@ -77,6 +77,7 @@ def test_terminated_backend_mid_batch_reconnects_and_loses_nothing() -> None:
         assert "database error, reconnecting in" in output, output[-3000:]
         assert "reconnected after 1 failure(s); released 40 event(s)" in output, output[-3000:]
         # Its LISTEN connection is back: a new result is picked up at once, not after the poll interval.
+        wait_until(lambda: listening(identity), timeout=30, message="the drainer listening again")
         result = make_result()
         wait_until(
             lambda: CrawlResult.objects.filter(pk=result.pk, history_record_status="recorded").exists(),
@@ -92,6 +93,16 @@ def test_terminated_backend_mid_batch_reconnects_and_loses_nothing() -> None:
     assert set(applied) == set(ids), f"never applied: {sorted(set(ids) - set(applied))}"
     assert_queue_settled()
     assert "Traceback" not in output, output
+
+
+def listening(identity: str) -> bool:
+    """Has this drainer a session whose last statement was its LISTEN?"""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s",
+            [identity, "LISTEN%"],
+        )
+        return cursor.fetchone() is not None
 
 
 # ---------------------------------------------------------------- private server
@@ -170,7 +181,7 @@ def test_server_restart_mid_drain_loses_nothing(private_server: PrivateServer, p
     try:
         wait_until(lambda: _listening(private_db) >= 2, timeout=60, message="both drainers listening")
         insert_results(private_db, 3000)
-        wait_until(lambda: counts(private_db)["done"] >= 500, timeout=60, message="the drain under way")
+        wait_until(lambda: counts(private_db)["done"] >= 200, timeout=60, message="the drain under way")
         before = counts(private_db)
         private_server.restart()  # fast shutdown: every session terminated, transactions rolled back
         wait_until(lambda: counts(private_db)["not_done"] == 0, timeout=90, message="drained after the restart")
@@ -180,6 +191,7 @@ def test_server_restart_mid_drain_loses_nothing(private_server: PrivateServer, p
             assert "database error, reconnecting in" in d.output(), d.output()[-3000:]
             assert "reconnected after" in d.output(), d.output()[-3000:]
         # NOTIFY wakes them again: their LISTEN connections were made again too.
+        wait_until(lambda: _listening(private_db) >= 2, timeout=30, message="both drainers listening again")
         insert_results(private_db, 10)
         wait_until(
             lambda: counts(private_db)["not_done"] == 0 and counts(private_db)["results"] == 3010,
@@ -220,6 +232,7 @@ def test_drainer_started_before_its_database_waits_for_it(private_server: Privat
         assert d.process.poll() is None, f"the drainer gave up:\n{d.output()}"
         private_server.start()
         wait_until(lambda: "connected to the database" in d.output(), timeout=60, message="connected once it could")
+        wait_until(lambda: _listening(private_db) >= 1, timeout=30, message="the late drainer listening")
         insert_results(private_db, 20)
         wait_until(lambda: counts(private_db)["history"] == 20, timeout=20, message="the late drainer at work")
         assert d.stop(30) == 0, d.output()[-3000:]
