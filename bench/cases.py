@@ -311,16 +311,17 @@ def latency(
             pgoptions=ASYNC_COMMIT if async_commit else "",
         ) as pool:
             pool.wait_ready(ctx.conn)
-            # Warm-up: one result through the whole path, so no drainer is still importing.
-            db.seed_results(ctx.conn, 1, offset=10_000_000)
-            db.wait_drained(ctx.conn, timeout=30)
+            # Warm-up: one result through the whole path, so no drainer is still importing
+            # (a price no measured result has, so none of them is an unchanged price).
             first = db.first_product(ctx.conn)
+            ctx.conn.execute(db.queries.crawl_result_insert_one, {"product_id": first, "price": 99_999})
+            db.wait_drained(ctx.conn, timeout=30)
             count = int(s.latency_rate * s.latency_seconds)
-            for _ in range(s.repeats):
+            for repetition in range(s.repeats):
                 ctx.note_load("latency")
                 _, (commits, seen) = run_workers(
                     [
-                        (paced_writer, (ctx.url, s.latency_rate, s.latency_seconds, first, notify)),
+                        (paced_writer, (ctx.url, s.latency_rate, s.latency_seconds, first, notify, repetition)),
                         (history_observer, (ctx.url, count, s.latency_seconds + 30)),
                     ],
                     timeout=s.latency_seconds + 60,

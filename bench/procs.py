@@ -290,9 +290,21 @@ def insert_writer(
 
 
 def paced_writer(
-    go: EventType, out: Any, ready: Any, url: str, rate: float, duration: float, first_product: int, notify: bool
+    go: EventType,
+    out: Any,
+    ready: Any,
+    url: str,
+    rate: float,
+    duration: float,
+    first_product: int,
+    notify: bool,
+    repetition: int,
 ) -> None:
-    """Insert at a steady ``rate`` per second for ``duration`` s; return (id, commit time)."""
+    """Insert at a steady ``rate`` per second for ``duration`` s; return (id, commit time).
+
+    Each repetition moves every price, so no result is an unchanged price (which
+    writes no history, and so would never be seen by the latency probe).
+    """
     try:
         with db.connect(url) as conn:
             if not notify:
@@ -309,7 +321,10 @@ def paced_writer(
                     time.sleep(delay)
                 row = conn.execute(
                     db.queries.crawl_result_insert_one,
-                    {"product_id": first_product + (i * 7919) % db.PRODUCTS, "price": 10 + (i % 5000) / 100},
+                    {
+                        "product_id": first_product + (i * 7919) % db.PRODUCTS,
+                        "price": 10 + 7 * repetition + (i % 5000) / 100,
+                    },
                 ).fetchone()
                 assert row is not None
                 commits.append((str(row[0]), time.time()))

@@ -47,7 +47,9 @@ TRUNCATE pricing_pricehistory, pricing_crawlresult, outbox_event RESTART IDENTIT
 SELECT EXISTS (SELECT 1 FROM outbox_event WHERE status = 'pending');
 
 -- name: event_first_pending_id
-SELECT coalesce(min(id), 0) FROM outbox_event WHERE status = 'pending';
+-- The memory case's progress, read from the claim index (the bench's session turns
+-- incremental sort off like a drainer's: min(id) would walk the primary key).
+SELECT coalesce((SELECT id FROM outbox_event WHERE status = 'pending' ORDER BY id, available_at LIMIT 1), 0);
 
 -- name: event_count_by_status
 SELECT status, count(*) FROM outbox_event GROUP BY status ORDER BY status;

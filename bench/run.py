@@ -76,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Redis for the old-design baseline (default: %(default)r).",
     )
     parser.add_argument("--keep-database", action="store_true", help="Do not drop the bench database at the end.")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="Full run only: re-run just --cases and merge them into the last bench/results.json "
+        "(the page says which cases were re-run, and when).",
+    )
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
 
     conn = db.connect(url)
+    conn.execute("SET enable_incremental_sort = off")  # as in the drainers' sessions
     db.seed_products(conn)
     settings = db.server_settings(conn)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
@@ -252,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             db.drop_database(server, args.database)
 
     load_end = cases.load_average()
+    previous: dict[str, Any] | None = None
+    if args.update:
+        previous = json.loads((ROOT / "bench" / "results.json").read_text(encoding="utf-8"))
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     if args.cases != list(CASES):
         command += " --cases " + ",".join(args.cases)
@@ -287,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
             "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run.py  # on that server",
         ],
     }
+    if previous is not None:
+        rerun = [case for case in results if case != "meta"]
+        stamp = f"{results['meta']['date']} (load {load_start} -> {load_end})"
+        merged = {**previous, **{case: results[case] for case in rerun}}
+        merged["meta"] = {
+            **previous["meta"],
+            "reruns": [*previous["meta"].get("reruns", []), f"{', '.join(rerun)} re-run on {stamp}"],
+        }
+        merged["meta"]["loads"] = {**previous["meta"].get("loads", {}), **ctx.loads}
+        results = merged
     chart_name = "bench_throughput.png"
     rows = report.measured_results(results).get("throughput") or []
     has_chart = bool(rows) and report.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
