@@ -69,7 +69,7 @@ from django.db.backends.signals import connection_created
 from outbox.conf import OutboxSettings, get_settings
 from outbox.exceptions import AbandonedEvent, OutboxError, UnknownTopic
 from outbox.handlers import Event, HandlerRegistry, Registration, registry
-from outbox.sql import queries
+from outbox.sql import array_literal, queries
 from outbox.triggers import NOTIFY_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -585,7 +585,9 @@ class Drainer:
             with transaction.atomic(using=self.using):
                 try:
                     with self.connection.cursor() as cursor:
-                        cursor.execute(queries.event_lock_owned, {"ids": [e.id for e in events], "me": self.identity})
+                        cursor.execute(
+                            queries.event_lock_owned, {"ids": array_literal(e.id for e in events), "me": self.identity}
+                        )
                         owned = {row[0] for row in cursor.fetchall()}
                 except OperationalError as exc:
                     if not isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
@@ -713,7 +715,9 @@ class Drainer:
         if keys:
             try:
                 with self.connection.cursor() as cursor:
-                    cursor.execute(queries.event_lock_keys, {"namespaces": namespaces, "keys": keys})
+                    cursor.execute(
+                        queries.event_lock_keys, {"namespaces": array_literal(namespaces), "keys": array_literal(keys)}
+                    )
             except OperationalError as exc:
                 if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
                     raise _KeysBusy(str(exc).strip()) from exc
@@ -772,7 +776,7 @@ class Drainer:
                 queries.event_list_earlier_unfinished,
                 {
                     "before": max(event.id for event, _, _ in keyed),
-                    "mine": list(mine),
+                    "mine": array_literal(mine),
                     "topics": topics,
                     "me": self.identity,
                 },
@@ -829,7 +833,7 @@ class Drainer:
         s = self.settings
         with self.connection.cursor() as cursor:
             if group.done:
-                cursor.execute(queries.event_ack_done, {"ids": group.done, "me": self.identity})
+                cursor.execute(queries.event_ack_done, {"ids": array_literal(group.done), "me": self.identity})
                 acked = cursor.rowcount
                 result.done += acked
                 self._check_fence("done", len(group.done), acked)

@@ -42,7 +42,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from outbox.handlers import Event
-from outbox.sql import Queries
+from outbox.sql import Queries, array_literal, json_records
 
 CONFIG_ENV = "AUTO_RECORD_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("auto_record_config.json")
@@ -215,7 +215,7 @@ def record_batch(events: Sequence[Event]) -> dict[str, int]:
     ids = [_result_id(e) for e in events]
     order = {result_id: index for index, result_id in enumerate(ids)}  # outbox order
     with connection.cursor() as cursor:
-        cursor.execute(queries.crawl_result_fetch_batch, {"ids": ids})
+        cursor.execute(queries.crawl_result_fetch_batch, {"ids": array_literal(ids)})
         rows = {row[0]: _Row(*row) for row in cursor.fetchall()}
         missing = [str(i) for i in ids if i not in rows]
         if missing:
@@ -223,7 +223,7 @@ def record_batch(events: Sequence[Event]) -> dict[str, int]:
         by_product: dict[int, list[_Row]] = defaultdict(list)
         for row in rows.values():
             by_product[row.product_id].append(row)
-        cursor.execute(queries.price_history_latest_by_product, {"product_ids": sorted(by_product)})
+        cursor.execute(queries.price_history_latest_by_product, {"product_ids": array_literal(sorted(by_product))})
         latest = {
             product_id: _Latest(price, currency, crawled_at)
             for product_id, price, currency, crawled_at in cursor.fetchall()
@@ -259,12 +259,17 @@ def record_batch(events: Sequence[Event]) -> dict[str, int]:
             cursor.execute(
                 queries.price_history_insert_batch,
                 {
-                    "product_ids": [r.product_id for r in inserts],
-                    "prices": [r.price for r in inserts],
-                    "currencies": [r.currency for r in inserts],
-                    "sources": [r.source for r in inserts],
-                    "crawled_ats": [r.crawled_at for r in inserts],
-                    "crawl_result_ids": [r.id for r in inserts],
+                    "rows": json_records(
+                        {
+                            "product_id": r.product_id,
+                            "price": r.price,
+                            "currency": r.currency,
+                            "source": r.source,
+                            "crawled_at": r.crawled_at,
+                            "crawl_result_id": r.id,
+                        }
+                        for r in inserts
+                    )
                 },
             )
             written = {row[0] for row in cursor.fetchall()}
@@ -274,10 +279,10 @@ def record_batch(events: Sequence[Event]) -> dict[str, int]:
         cursor.execute(
             queries.crawl_result_mark_batch,
             {
-                "ids": list(statuses),
-                "statuses": [s[0] for s in statuses.values()],
-                "reasons": [s[1] for s in statuses.values()],
-                "recorded": [s[2] for s in statuses.values()],
+                "rows": json_records(
+                    {"id": result_id, "status": status, "reason": reason, "recorded": recorded}
+                    for result_id, (status, reason, recorded) in statuses.items()
+                )
             },
         )
     counts = Counter(s[0] for s in statuses.values())

@@ -47,7 +47,8 @@ class CrawlResult(models.Model):
     """A price the crawler saw for a product on a page, as its extractor read it."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID(), editable=False)
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="crawl_results")
+    # No index of its own: pricing_cr_product_crawled starts with it.
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="crawl_results", db_index=False)
     source = models.CharField(max_length=64, help_text="The extractor, e.g. html_ml.")
     price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     currency = models.CharField(max_length=3, help_text="ISO 4217 code, three capital letters.")
@@ -59,9 +60,11 @@ class CrawlResult(models.Model):
     history_record_reason = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
+        # No index on the history_record_* columns: the drainer sets them once per
+        # result, and with none of them indexed (and the table's fill factor,
+        # migration 0003) that update is HOT, writing no index entry at all.
         indexes = [
             models.Index(fields=["product", "crawled_at"], name="pricing_cr_product_crawled"),
-            models.Index(fields=["history_record_status"], name="pricing_cr_record_status"),
             # Newest-first admin list and the backfill's crawl-order selection.
             models.Index(fields=["crawled_at", "id"], name="pricing_cr_crawled_id"),
         ]
@@ -84,7 +87,8 @@ class CrawlResult(models.Model):
 class PriceHistory(models.Model):
     """A recorded price. One per CrawlResult at most: crawl_result is the idempotency key."""
 
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="price_history")
+    # No index of its own: pricing_ph_product_latest starts with it.
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="price_history", db_index=False)
     price = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3)
     source = models.CharField(max_length=64)

@@ -24,27 +24,28 @@ CROSS JOIN LATERAL (
 ) AS h;
 
 -- name: price_history_insert_batch
--- All history rows of a batch in one statement. ON CONFLICT: crawl_result_id is
--- the idempotency key; the handler has already checked under the product lock,
--- so a conflict here means a bug elsewhere, and RETURNING lets the caller see it.
+-- All history rows of a batch in one statement; %(rows)s is one JSON array of
+-- records (outbox.sql.json_records), typed by the column list. ON CONFLICT:
+-- crawl_result_id is the idempotency key; the handler has already checked under
+-- the product lock, so a conflict here means a bug elsewhere, and RETURNING lets
+-- the caller see it.
 INSERT INTO pricing_pricehistory (product_id, price, currency, source, crawled_at, recorded_at, crawl_result_id)
 SELECT r.product_id, r.price, r.currency, r.source, r.crawled_at, now(), r.crawl_result_id
-FROM unnest(
-    %(product_ids)s::bigint[], %(prices)s::numeric[], %(currencies)s::text[],
-    %(sources)s::text[], %(crawled_ats)s::timestamptz[], %(crawl_result_ids)s::uuid[]
-) AS r(product_id, price, currency, source, crawled_at, crawl_result_id)
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+    AS r(product_id bigint, price numeric, currency text, source text, crawled_at timestamptz, crawl_result_id uuid)
 ON CONFLICT (crawl_result_id) DO NOTHING
 RETURNING crawl_result_id;
 
 -- name: crawl_result_mark_batch
--- Every outcome of a batch in one statement.
+-- Every outcome of a batch in one statement (%(rows)s: one JSON array of
+-- records). None of these columns is indexed, so on a page with room (the
+-- table's fill factor) the update is HOT: pricing/migrations/0003_write_path.py.
 UPDATE pricing_crawlresult AS cr
 SET history_record_status = r.status,
     history_record_reason = r.reason,
     history_recorded = cr.history_recorded OR r.recorded,
     history_recorded_at = CASE WHEN r.recorded THEN now() ELSE cr.history_recorded_at END
-FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(reasons)s::text[], %(recorded)s::bool[])
-    AS r(id, status, reason, recorded)
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(id uuid, status text, reason text, recorded boolean)
 WHERE cr.id = r.id;
 
 -- name: crawl_result_mark_failed
