@@ -359,7 +359,7 @@ def latency(
 
 # ---------------------------------------------------------------------- trigger cost
 
-TRIGGER_VARIANTS = ("trigger", "trigger_notify_off", "trigger_no_ignore_check", "no_trigger")
+TRIGGER_VARIANTS = ("trigger", "trigger_notify_off", "trigger_with_ignore_check", "no_trigger")
 
 
 class TriggerSwitch:
@@ -369,15 +369,16 @@ class TriggerSwitch:
         self.conn = conn
         self.name = db.crawl_result_trigger(conn)
         self.signature, self.body = db.trigger_function(conn, self.name)
-        self.stripped = db.without_ignore_check(self.body)
+        conn.execute(db.queries.ignore_check_create)
+        self.checked = db.with_ignore_check(self.body)
 
     def apply(self, variant: str) -> None:
         db.replace_trigger_function(self.conn, self.signature, self.body)
         db.set_trigger_enabled(self.conn, self.name, True)
         if variant == "no_trigger":
             db.set_trigger_enabled(self.conn, self.name, False)
-        elif variant == "trigger_no_ignore_check":
-            db.replace_trigger_function(self.conn, self.signature, self.stripped)
+        elif variant == "trigger_with_ignore_check":
+            db.replace_trigger_function(self.conn, self.signature, self.checked)
 
     def restore(self) -> None:
         self.apply("trigger")

@@ -150,3 +150,20 @@ ANALYZE pricing_product, pricing_crawlresult, pricing_pricehistory, outbox_event
 -- name: outbox_vacuum
 -- What autovacuum would do to the outbox table with aggressive per-table settings.
 VACUUM outbox_event;
+
+-- name: ignore_check_create
+-- The shape of pgtrigger's per-call ignore check (a setting read inside an
+-- EXCEPTION block, so a subtransaction per call), for the trigger-cost variant
+-- that puts it back (bench.db.with_ignore_check). Bench database only.
+CREATE OR REPLACE FUNCTION bench_should_ignore(trigger_name name) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    ignored text[];
+BEGIN
+    BEGIN
+        SELECT INTO ignored current_setting('pgtrigger.ignore');
+    EXCEPTION WHEN OTHERS THEN
+    END;
+    RETURN ignored IS NOT NULL AND trigger_name = ANY(ignored);
+END;
+$$;

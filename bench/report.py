@@ -315,7 +315,7 @@ def markdown(results: dict[str, Any], chart_name: str | None, analysis: str) -> 
         names = {
             "trigger": "outbox trigger (NOTIFY on)",
             "trigger_notify_off": "outbox trigger, `SET outbox.notify = off`",
-            "trigger_no_ignore_check": "outbox trigger without pgtrigger's ignore check (diagnostic)",
+            "trigger_with_ignore_check": "outbox trigger with a pgtrigger-style ignore check (what it saves)",
             "no_trigger": "no trigger (disabled)",
         }
         out += [

@@ -210,82 +210,68 @@ def _result_id(event: Event) -> uuid.UUID:
 
 
 def record_batch(events: Sequence[Event]) -> dict[str, int]:
-    """The outbox handler: decide every result of the batch, write with set-based SQL."""
+    """The outbox handler: decide every result of the batch, write with set-based SQL.
+
+    Two statements whatever the batch size: one read (the results, whether each
+    has history, each product's latest price) and one write (the history rows and
+    every result's outcome).
+    """
     config = get_config()
     ids = [_result_id(e) for e in events]
     order = {result_id: index for index, result_id in enumerate(ids)}  # outbox order
     with connection.cursor() as cursor:
         cursor.execute(queries.crawl_result_fetch_batch, {"ids": array_literal(ids)})
-        rows = {row[0]: _Row(*row) for row in cursor.fetchall()}
+        rows: dict[uuid.UUID, _Row] = {}
+        latest: dict[int, _Latest] = {}
+        for *fields, latest_price, latest_currency, latest_crawled_at in cursor.fetchall():
+            row = _Row(*fields)
+            rows[row.id] = row
+            if latest_crawled_at is not None:
+                latest[row.product_id] = _Latest(latest_price, latest_currency, latest_crawled_at)
         missing = [str(i) for i in ids if i not in rows]
         if missing:
             raise LookupError(f"CrawlResult {', '.join(missing)} does not exist (deleted after its event was written?)")
         by_product: dict[int, list[_Row]] = defaultdict(list)
         for row in rows.values():
             by_product[row.product_id].append(row)
-        cursor.execute(queries.price_history_latest_by_product, {"product_ids": array_literal(sorted(by_product))})
-        latest = {
-            product_id: _Latest(price, currency, crawled_at)
-            for product_id, price, currency, crawled_at in cursor.fetchall()
-        }
 
-        statuses: dict[uuid.UUID, tuple[str, str, bool]] = {}
-        inserts: list[_Row] = []
+        outcomes: dict[uuid.UUID, dict[str, Any]] = {}
         for product_id, product_rows in by_product.items():
             product_rows.sort(key=lambda r: (r.crawled_at, order[r.id]))
             current = latest.get(product_id)
             for row in product_rows:
                 if row.has_history:
-                    statuses[row.id] = ("duplicate", "already_recorded", False)
+                    outcomes[row.id] = {"id": row.id, "status": "duplicate", "reason": "already_recorded"}
                     continue
                 decision = should_auto_record(row, config)
                 if not decision.record:
-                    statuses[row.id] = ("skipped", decision.reason, False)
+                    outcomes[row.id] = {"id": row.id, "status": "skipped", "reason": decision.reason}
                 elif current is not None and row.crawled_at < current.crawled_at:
-                    statuses[row.id] = ("skipped", "stale", False)
+                    outcomes[row.id] = {"id": row.id, "status": "skipped", "reason": "stale"}
                 elif (
                     config.skip_unchanged_price
                     and current is not None
                     and row.price == current.price
                     and row.currency == current.currency
                 ):
-                    statuses[row.id] = ("duplicate", "unchanged_price", False)
+                    outcomes[row.id] = {"id": row.id, "status": "duplicate", "reason": "unchanged_price"}
                 else:
-                    statuses[row.id] = ("recorded", "eligible", True)
-                    inserts.append(row)
+                    outcomes[row.id] = {
+                        "id": row.id,
+                        "status": "recorded",
+                        "reason": "eligible",
+                        "product_id": row.product_id,
+                        "price": row.price,
+                        "currency": row.currency,
+                        "source": row.source,
+                        "crawled_at": row.crawled_at,
+                    }
                     current = _Latest(row.price or Decimal(0), row.currency, row.crawled_at)
-
-        if inserts:
-            cursor.execute(
-                queries.price_history_insert_batch,
-                {
-                    "rows": json_records(
-                        {
-                            "product_id": r.product_id,
-                            "price": r.price,
-                            "currency": r.currency,
-                            "source": r.source,
-                            "crawled_at": r.crawled_at,
-                            "crawl_result_id": r.id,
-                        }
-                        for r in inserts
-                    )
-                },
-            )
-            written = {row[0] for row in cursor.fetchall()}
-            for row in inserts:
-                if row.id not in written:  # a concurrent writer got there first
-                    statuses[row.id] = ("duplicate", "already_recorded", False)
-        cursor.execute(
-            queries.crawl_result_mark_batch,
-            {
-                "rows": json_records(
-                    {"id": result_id, "status": status, "reason": reason, "recorded": recorded}
-                    for result_id, (status, reason, recorded) in statuses.items()
-                )
-            },
-        )
-    counts = Counter(s[0] for s in statuses.values())
+        # n: the order decided in (per product: crawl order, then outbox order), so
+        # each product's history rows get their ids in the order they were recorded.
+        ordered = [{**outcome, "n": n} for n, outcome in enumerate(outcomes.values())]
+        cursor.execute(queries.crawl_result_record_batch, {"rows": json_records(ordered)})
+        counts = Counter(status for (status,) in cursor.fetchall())
     return {"recorded": counts["recorded"], "duplicates": counts["duplicate"], "skipped": counts["skipped"]}
 
 

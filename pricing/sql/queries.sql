@@ -3,50 +3,67 @@
 -- a transaction-level advisory lock on every product in the batch.
 
 -- name: crawl_result_fetch_batch
--- The results behind a batch of events, with whether each already has history.
-SELECT cr.id, cr.product_id, cr.source, cr.price, cr.currency, cr.confidence,
-       cr.crawled_at, (ph.id IS NOT NULL) AS has_history
+-- The results behind a batch of events, each with whether it already has history
+-- and its product's latest recorded price (one probe of pricing_ph_product_latest
+-- per result, however long the product's history is). One statement, so a batch
+-- of one costs one round trip here.
+SELECT cr.id, cr.product_id, cr.source, cr.price, cr.currency, cr.confidence, cr.crawled_at,
+       (ph.id IS NOT NULL) AS has_history,
+       latest.price, latest.currency, latest.crawled_at
 FROM pricing_crawlresult AS cr
 LEFT JOIN pricing_pricehistory AS ph ON ph.crawl_result_id = cr.id
+LEFT JOIN LATERAL (
+    SELECT h.price, h.currency, h.crawled_at
+    FROM pricing_pricehistory AS h
+    WHERE h.product_id = cr.product_id
+    ORDER BY h.crawled_at DESC, h.id DESC
+    LIMIT 1
+) AS latest ON true
 WHERE cr.id = ANY(%(ids)s::uuid[]);
 
--- name: price_history_latest_by_product
--- The latest recorded price of each product: one index probe per product
--- (pricing_ph_product_latest), however long each product's history is.
-SELECT p.product_id, h.price, h.currency, h.crawled_at
-FROM unnest(%(product_ids)s::bigint[]) AS p(product_id)
-CROSS JOIN LATERAL (
-    SELECT price, currency, crawled_at
-    FROM pricing_pricehistory
-    WHERE product_id = p.product_id
-    ORDER BY crawled_at DESC, id DESC
-    LIMIT 1
-) AS h;
-
--- name: price_history_insert_batch
--- All history rows of a batch in one statement; %(rows)s is one JSON array of
--- records (outbox.sql.json_records), typed by the column list. ON CONFLICT:
--- crawl_result_id is the idempotency key; the handler has already checked under
--- the product lock, so a conflict here means a bug elsewhere, and RETURNING lets
--- the caller see it.
-INSERT INTO pricing_pricehistory (product_id, price, currency, source, crawled_at, recorded_at, crawl_result_id)
-SELECT r.product_id, r.price, r.currency, r.source, r.crawled_at, now(), r.crawl_result_id
-FROM jsonb_to_recordset(%(rows)s::jsonb)
-    AS r(product_id bigint, price numeric, currency text, source text, crawled_at timestamptz, crawl_result_id uuid)
-ON CONFLICT (crawl_result_id) DO NOTHING
-RETURNING crawl_result_id;
-
--- name: crawl_result_mark_batch
--- Every outcome of a batch in one statement (%(rows)s: one JSON array of
--- records). None of these columns is indexed, so on a page with room (the
--- table's fill factor) the update is HOT: pricing/migrations/0003_write_path.py.
+-- name: crawl_result_record_batch
+-- Every write of a batch in one statement: the history rows of the results
+-- decided 'recorded', then every result's outcome. %(rows)s is one JSON array of
+-- records (outbox.sql.json_records), n numbering them in the order the handler
+-- decided them (per product: crawl order, ties in outbox order); the history rows
+-- are inserted in that order, so each product's history ids follow it. ON CONFLICT: crawl_result_id is the idempotency
+-- key; the handler decided under the product lock, so a conflict means another
+-- writer recorded the result meanwhile, and the result is marked
+-- duplicate/already_recorded instead. The update sets columns no index covers,
+-- so on a page with room (the table's fill factor) it is HOT
+-- (pricing/migrations/0003_write_path.py). Returns each result's final status.
+WITH outcome AS (
+    SELECT *
+    FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS r(id uuid, status text, reason text, product_id bigint, price numeric, currency text,
+             source text, crawled_at timestamptz, n bigint)
+),
+recorded AS (
+    INSERT INTO pricing_pricehistory (product_id, price, currency, source, crawled_at, recorded_at, crawl_result_id)
+    SELECT o.product_id, o.price, o.currency, o.source, o.crawled_at, now(), o.id
+    FROM outcome AS o
+    WHERE o.status = 'recorded'
+    ORDER BY o.n
+    ON CONFLICT (crawl_result_id) DO NOTHING
+    RETURNING crawl_result_id
+),
+final AS (
+    SELECT o.id,
+           CASE WHEN o.status = 'recorded' AND r.crawl_result_id IS NULL THEN 'duplicate' ELSE o.status END AS status,
+           CASE WHEN o.status = 'recorded' AND r.crawl_result_id IS NULL THEN 'already_recorded' ELSE o.reason END
+               AS reason,
+           r.crawl_result_id IS NOT NULL AS recorded
+    FROM outcome AS o
+    LEFT JOIN recorded AS r ON r.crawl_result_id = o.id
+)
 UPDATE pricing_crawlresult AS cr
-SET history_record_status = r.status,
-    history_record_reason = r.reason,
-    history_recorded = cr.history_recorded OR r.recorded,
-    history_recorded_at = CASE WHEN r.recorded THEN now() ELSE cr.history_recorded_at END
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(id uuid, status text, reason text, recorded boolean)
-WHERE cr.id = r.id;
+SET history_record_status = f.status,
+    history_record_reason = f.reason,
+    history_recorded = cr.history_recorded OR f.recorded,
+    history_recorded_at = CASE WHEN f.recorded THEN now() ELSE cr.history_recorded_at END
+FROM final AS f
+WHERE cr.id = f.id
+RETURNING f.status;
 
 -- name: crawl_result_mark_failed
 -- The outbox gave up on these results' events: say so on the results.

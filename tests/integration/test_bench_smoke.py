@@ -83,7 +83,7 @@ def test_quick_run_measures_every_case(bench_run: dict[str, Any]) -> None:
         assert set(trigger["single"][writers]) == {
             "trigger",
             "trigger_notify_off",
-            "trigger_no_ignore_check",
+            "trigger_with_ignore_check",
             "no_trigger",
         }
         assert all(_finite(v) for v in trigger["single"][writers].values())
