@@ -47,14 +47,19 @@ recorded AS (
     ON CONFLICT (crawl_result_id) DO NOTHING
     RETURNING crawl_result_id
 ),
-final AS (
-    SELECT o.id,
-           CASE WHEN o.status = 'recorded' AND r.crawl_result_id IS NULL THEN 'duplicate' ELSE o.status END AS status,
-           CASE WHEN o.status = 'recorded' AND r.crawl_result_id IS NULL THEN 'already_recorded' ELSE o.reason END
-               AS reason,
-           r.crawl_result_id IS NOT NULL AS recorded
+inserted AS MATERIALIZED (
+    -- IN (SELECT ...) is one hashed subplan (MATERIALIZED: computed once). A LEFT
+    -- JOIN to the CTE was planned as a nested loop over it: 250,000 comparisons,
+    -- 65 ms, for a batch of 500.
+    SELECT o.id, o.status, o.reason, o.id IN (SELECT crawl_result_id FROM recorded) AS recorded
     FROM outcome AS o
-    LEFT JOIN recorded AS r ON r.crawl_result_id = o.id
+),
+final AS (
+    SELECT i.id,
+           CASE WHEN i.status = 'recorded' AND NOT i.recorded THEN 'duplicate' ELSE i.status END AS status,
+           CASE WHEN i.status = 'recorded' AND NOT i.recorded THEN 'already_recorded' ELSE i.reason END AS reason,
+           i.recorded
+    FROM inserted AS i
 )
 UPDATE pricing_crawlresult AS cr
 SET history_record_status = f.status,
