@@ -4,14 +4,14 @@
 
 -- name: crawl_result_fetch_batch
 -- The results behind a batch of events, each with whether it already has history
--- and its product's latest recorded price (one probe of pricing_ph_product_latest
--- per result, however long the product's history is). One statement, so a batch
--- of one costs one round trip here.
+-- (history_recorded: set in the transaction that writes the row; history written
+-- by anything else is caught by the insert's ON CONFLICT) and its product's latest
+-- recorded price (one probe of pricing_ph_product_latest per result, however long
+-- the product's history is). One statement, so a batch of one costs one round trip.
 SELECT cr.id, cr.product_id, cr.source, cr.price, cr.currency, cr.confidence, cr.crawled_at,
-       (ph.id IS NOT NULL) AS has_history,
+       cr.history_recorded AS has_history,
        latest.price, latest.currency, latest.crawled_at
 FROM pricing_crawlresult AS cr
-LEFT JOIN pricing_pricehistory AS ph ON ph.crawl_result_id = cr.id
 LEFT JOIN LATERAL (
     SELECT h.price, h.currency, h.crawled_at
     FROM pricing_pricehistory AS h
