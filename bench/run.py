@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Full run only: re-run just --cases and merge them into the last bench/results.json "
         "(the page says which cases were re-run, and when).",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="Measure nothing: rewrite docs/BENCHMARKS.md and its chart from bench/results.json and "
+        "bench/analysis.md (after editing the analysis).",
+    )
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
@@ -132,8 +138,27 @@ def redis_unavailable(url: str) -> str | None:
     return None
 
 
+def write_report(results: dict[str, Any], out_dir: Path, *, quick: bool) -> Path:
+    """docs/BENCHMARKS.md (or out_dir's) and its chart from ``results``; returns the page's path."""
+    chart_name = "bench_throughput.png"
+    rows = report.measured_results(results).get("throughput") or []
+    has_chart = bool(rows) and report.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
+    analysis_path = Path(__file__).with_name("analysis.md")
+    analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() and not quick else ""
+    page = report.markdown(results, chart_name if has_chart else None, analysis)
+    path = out_dir / "BENCHMARKS.md"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        results = json.loads((ROOT / "bench" / "results.json").read_text(encoding="utf-8"))
+        out_dir = args.out or ROOT / "docs"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(f"report: {write_report(results, out_dir, quick=False)} (from bench/results.json, nothing measured)")
+        return 0
     scale = cases.QUICK if args.quick else cases.FULL
     if args.repeats:
         scale = cases.Scale(**{**scale.__dict__, "repeats": args.repeats, "matrix_repeats": args.repeats})
@@ -307,13 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         merged["meta"]["loads"] = {**previous["meta"].get("loads", {}), **ctx.loads}
         results = merged
-    chart_name = "bench_throughput.png"
-    rows = report.measured_results(results).get("throughput") or []
-    has_chart = bool(rows) and report.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
-    analysis_path = Path(__file__).with_name("analysis.md")
-    analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() and not args.quick else ""
-    page = report.markdown(results, chart_name if has_chart else None, analysis)
-    (out_dir / "BENCHMARKS.md").write_text(page, encoding="utf-8")
+    write_report(results, out_dir, quick=args.quick)
     json_path = (ROOT / "bench" / "results.json") if not args.quick and args.out is None else out_dir / "results.json"
     json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     _print_summary(results)
