@@ -322,7 +322,8 @@ def markdown(results: dict[str, Any], chart_name: str | None, analysis: str) -> 
             "",
             "## The trigger's cost for writers",
             "",
-            f"Single-row inserts: {trig['rows']:,} plain-SQL INSERTs per writer, each its own transaction "
+            f"Single-row inserts: {trig['rows']:,} plain-SQL INSERTs per writer, each its own transaction, "
+            f"in {trig.get('chunks', 1)} turn(s) with the variants taking turns in a rotating order "
             "(synchronous_commit as configured, a LISTEN session connected). `bulk_create` of "
             f"{trig['bulk_rows']:,} rows in one transaction through the ORM. Cost = time per row relative to "
             "no trigger.",
