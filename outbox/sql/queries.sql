@@ -137,19 +137,6 @@ WHERE e.id = r.id
   AND e.locked_by = %(me)s
 RETURNING e.id;
 
--- name: event_release
--- Give claimed events back, available now. %(refund)s is 1 for events whose
--- handler never ran (their claim should not count) and 0 otherwise.
-UPDATE outbox_event
-SET available_at = now(),
-    locked_by = NULL,
-    locked_until = NULL,
-    attempts = greatest(attempts - %(refund)s, 0)
-WHERE id = ANY(%(ids)s::bigint[])
-  AND status = 'pending'
-  AND locked_by = %(me)s
-RETURNING id;
-
 -- name: event_release_mine
 -- After a reconnect: our old backend is gone and its transaction rolled back, but
 -- our name is alive again, so the dead-holder rescue would not free the events we
