@@ -29,6 +29,10 @@ from bench.procs import (
     redis_worker,
     run_workers,
 )
+from outbox.conf import BUCKETS
+
+#: The pricing handler's topic (pricing.models.CRAWL_RESULT_CREATED).
+TOPIC = "pricing.crawl_result.created"
 
 
 @dataclass(frozen=True)
@@ -471,27 +475,39 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
 
 
 def _claim_loop(conn: psycopg.Connection[Any], batch: int) -> tuple[int, float, float]:
-    """Claim and ack with the outbox's own statements until empty: (events, seconds, claim seconds)."""
+    """Claim and ack with the outbox's own statements until empty: (events, seconds, claim seconds).
+
+    As one drainer that owns every order bucket of the pricing topic.
+    """
     me = "bench:claim"
-    # The drainer's own session settings (enable_incremental_sort off among them).
     conn.execute(
         db.outbox.drainer_session_setup,
         {"application_name": me, "statement_timeout": "0", "lock_timeout": "0", "idle_timeout": "0"},
     )
+    conn.execute(db.outbox.bucket_ensure_rows, {"topics": [TOPIC], "buckets": BUCKETS})
+    conn.execute(db.queries.bucket_own_all, {"topic": TOPIC, "me": me})
+    # event_claim_batch's parameters (outbox.drainer.store.claim_params): every bucket owned.
+    params = {
+        "ordered": [TOPIC],
+        "masks": ["ff" * (BUCKETS // 8)],
+        "unordered": [],
+        "batch": batch,
+        "lease": 60.0,
+        "me": me,
+        "max_payload": 16 * 1024 * 1024,
+    }
     done = 0
     claim_time = 0.0
     start = time.perf_counter()
     while True:
         t = time.perf_counter()
         with conn.transaction():
-            rows = conn.execute(
-                db.outbox.event_claim_batch, {"batch": batch, "me": me, "lease": 60.0, "topics": None}
-            ).fetchall()
+            rows = conn.execute(db.outbox.event_claim_batch, params).fetchall()
         claim_time += time.perf_counter() - t
         if not rows:
             break
         with conn.transaction():
-            conn.execute(db.outbox.event_ack_done, {"ids": [r[0] for r in rows], "me": me})
+            conn.execute(db.outbox.event_ack_done, {"ids": [r[0] for r in rows], "counted": [], "me": me})
         done += len(rows)
     return done, time.perf_counter() - start, claim_time
 

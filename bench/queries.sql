@@ -47,9 +47,9 @@ TRUNCATE pricing_pricehistory, pricing_crawlresult, outbox_event RESTART IDENTIT
 SELECT EXISTS (SELECT 1 FROM outbox_event WHERE status = 'pending');
 
 -- name: event_first_pending_id
--- The memory case's progress, read from the claim index (the bench's session turns
--- incremental sort off like a drainer's: min(id) would walk the primary key).
-SELECT coalesce((SELECT id FROM outbox_event WHERE status = 'pending' ORDER BY id, available_at LIMIT 1), 0);
+-- The memory case's progress, read from the claim index (topic, id).
+SELECT coalesce((SELECT id FROM outbox_event WHERE status = 'pending' AND topic = 'pricing.crawl_result.created'
+                  ORDER BY id LIMIT 1), 0);
 
 -- name: event_count_by_status
 SELECT status, count(*) FROM outbox_event GROUP BY status ORDER BY status;
@@ -70,13 +70,13 @@ FROM generate_series(1::bigint, %(n)s::bigint) AS g;
 -- The plain-SQL ceiling: claim a batch with SKIP LOCKED, insert the history of its
 -- eligible results and mark the events done, in one statement and one transaction.
 -- No per-product lock, no stale/unchanged check, no result status: the least work
--- that still moves an event into history. It claims the way event_claim_batch does
--- (same index, same plan: see the comments there), with incremental sort off.
+-- that still moves an event into history. It claims from the same index as
+-- event_claim_batch, (topic, id).
 WITH claimed AS (
     SELECT id, key
     FROM outbox_event
-    WHERE status = 'pending' AND (available_at <= now()) IS TRUE
-    ORDER BY id, available_at
+    WHERE status = 'pending' AND topic = 'pricing.crawl_result.created' AND (available_at <= now()) IS TRUE
+    ORDER BY id
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 ), history AS (
@@ -167,3 +167,7 @@ BEGIN
     RETURN ignored IS NOT NULL AND trigger_name = ANY(ignored);
 END;
 $$;
+
+-- name: bucket_own_all
+-- The claim-scale case claims as one drainer that owns every bucket of the topic.
+UPDATE outbox_bucket SET owner = %(me)s, owned_since = now() WHERE topic = %(topic)s;

@@ -16,6 +16,11 @@ from django.conf import settings
 
 from outbox.exceptions import OutboxConfigError
 
+#: Order buckets per topic: ``bucket = hash(order key) mod BUCKETS``. Fixed: the
+#: trigger writes it into every event, so changing it would split a key's events
+#: between two buckets. It is also the most drainers an ordered topic can use.
+BUCKETS = 256
+
 #: Events claimed per batch.
 DEFAULT_BATCH_SIZE = 100
 #: Handler runs per event before it is ``failed``. Counted at claim time.

@@ -16,17 +16,17 @@ class OutboxConfigError(OutboxError, ImproperlyConfigured):
     """The OUTBOX settings are invalid."""
 
 
-class UnknownTopic(OutboxError):
-    """No handler is registered for this event's topic."""
+class PayloadError(OutboxError):
+    """The event's payload cannot be decoded."""
 
 
 class HandlerAlreadyRegistered(OutboxError):
     """A handler is already registered for this topic."""
 
 
-class LeaseLost(OutboxError):
-    """This drainer no longer holds the lease on the event: another drainer reclaimed it."""
-
-
 class AbandonedEvent(OutboxError):
-    """The event was claimed max_attempts times without completing (its drainer died or stalled)."""
+    """The event's runs never finished max_attempts times (each killed or stalled its drainer)."""
+
+
+class HandlerStartError(OutboxError, ImproperlyConfigured):
+    """A handler's on_start hook failed: the drainer claims nothing."""

@@ -3,52 +3,160 @@
 A domain app registers its handlers in ``AppConfig.ready()``; ``outbox`` never
 imports the domain. Two shapes are accepted:
 
-* a **batch handler** ``handle(events) -> Mapping[str, int] | None`` gets every
-  claimed event of its topic at once and should write with set-based statements;
-  the mapping it returns (outcome -> count, e.g. ``{"recorded": 42}``) feeds the
-  drainer's log line;
+* a **batch handler** ``handle(events)`` gets every claimed event of its topic at
+  once and should write with set-based statements. It returns ``None``, a mapping
+  ``outcome -> count`` (e.g. ``{"recorded": 42}``, for the drainer's log line), or a
+  ``BatchResult`` that also names the events that failed (they are retried or
+  failed; the others are done, their writes kept);
 * a **per-event handler** ``handle(event) -> str | None`` (the outcome name) is
   wrapped by an adapter that calls it once per event.
 
 A handler runs inside the drainer's transaction: its database writes commit
-together with the event's ``done`` ack, or not at all. When a handler raises, the
-drainer bisects the batch in savepoints so only the failing events are retried.
+together with the events' ``done`` ack, or not at all. When a handler raises, the
+transaction is rolled back and the batch is run again in halves, in savepoints,
+until the failing events are alone; only they are retried.
 
-``on_failed(events, reason)`` runs in the same transaction that marks events
-``failed``, so the domain can record the failure on its own rows.
-``lock_key(event) -> int`` serialises events that share a key across drainers: the
-drainer takes a transaction-level advisory lock per distinct key, in sorted order
-(so two drainers cannot deadlock), before any handler runs.
+``on_failed(events, reason)`` runs in the transaction that marks events ``failed``,
+so the domain can record the failure on its own rows. ``on_start()`` runs once in
+each drainer process before its first claim (load and validate the domain's own
+configuration there); if it raises, the drainer stops with that error and claims
+nothing. ``ordered``: the topic's events carry an order bucket (its
+``outbox_trigger`` has an ``order_key``) and are handled one bucket owner at a time,
+in outbox order; by default it is read from the topic's trigger.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from outbox.exceptions import HandlerAlreadyRegistered
+from outbox.exceptions import HandlerAlreadyRegistered, PayloadError
+
+#: Largest payload a drainer reads (bytes of its JSON text); a larger one fails its event.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+_UNSET: Any = object()
 
 
-@dataclass(frozen=True)
 class Event:
-    """A claimed outbox event, as handlers see it."""
+    """A claimed outbox event, as handlers see it.
+
+    ``attempts`` is the number of this run (1 on the first). ``payload`` is decoded
+    on first use; a payload that cannot be decoded (too deep, too large, not a JSON
+    object) raises ``PayloadError`` there, failing this event and no other.
+    """
+
+    __slots__ = ("id", "topic", "key", "attempts", "created_at", "_payload", "_payload_text", "_payload_size")
 
     id: int
     topic: str
     key: str
-    payload: dict[str, Any]
     attempts: int
     created_at: dt.datetime
 
+    def __init__(
+        self,
+        id: int,  # noqa: A002 (the event's id)
+        topic: str,
+        key: str,
+        payload: Mapping[str, Any] | None,
+        attempts: int,
+        created_at: dt.datetime,
+        *,
+        payload_text: str | None = None,
+        payload_size: int | None = None,
+    ) -> None:
+        self.id = id
+        self.topic = topic
+        self.key = key
+        self.attempts = attempts
+        self.created_at = created_at
+        self._payload: Any = _UNSET if payload is None else dict(payload)
+        self._payload_text = payload_text
+        self._payload_size = payload_size
+
+    @classmethod
+    def from_json(
+        cls,
+        id: int,  # noqa: A002
+        topic: str,
+        key: str,
+        payload_text: str | None,
+        payload_size: int,
+        attempts: int,
+        created_at: dt.datetime,
+    ) -> Event:
+        """An event whose payload is still JSON text (None: too large to read)."""
+        return cls(id, topic, key, None, attempts, created_at, payload_text=payload_text, payload_size=payload_size)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        if self._payload is _UNSET:
+            self._payload = self._decode()
+        return self._payload
+
+    def _decode(self) -> dict[str, Any]:
+        if self._payload_text is None:
+            raise PayloadError(
+                f"event {self.id}: payload of {self._payload_size} bytes is larger than "
+                f"the {MAX_PAYLOAD_BYTES} bytes a drainer reads"
+            )
+        try:
+            value = json.loads(self._payload_text)
+        except (RecursionError, ValueError, MemoryError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc) or type(exc).__name__
+            raise PayloadError(f"event {self.id}: payload cannot be decoded: {reason}") from None
+        if not isinstance(value, dict):
+            raise PayloadError(f"event {self.id}: payload is a JSON {type(value).__name__}, not an object")
+        return value
+
+    def replace(self, *, attempts: int) -> Event:
+        """The same event with another attempt number."""
+        event = Event(
+            self.id,
+            self.topic,
+            self.key,
+            None,
+            attempts,
+            self.created_at,
+            payload_text=self._payload_text,
+            payload_size=self._payload_size,
+        )
+        event._payload = self._payload
+        return event
+
+    def __repr__(self) -> str:
+        return f"Event(id={self.id!r}, topic={self.topic!r}, key={self.key!r}, attempts={self.attempts!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and (self.id, self.attempts) == (other.id, other.attempts)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.attempts))
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch handler did: outcome counts, and the events that failed.
+
+    ``failed`` maps an event id to its error (text or exception): those events are
+    retried after their backoff (or failed after max_attempts); the handler must not
+    have written anything for them. Every other event of the batch is done.
+    """
+
+    outcomes: Mapping[str, int] = field(default_factory=dict)
+    failed: Mapping[int, str | BaseException] = field(default_factory=dict)
+
 
 Outcomes = Mapping[str, int]
-BatchHandler = Callable[[Sequence[Event]], "Outcomes | None"]
+BatchHandler = Callable[[Sequence[Event]], "Outcomes | BatchResult | None"]
 EventHandler = Callable[[Event], "str | None"]
 FailedCallback = Callable[[Sequence[Event], str], None]
-LockKey = Callable[[Event], int]
+StartHook = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -56,8 +164,9 @@ class Registration:
     topic: str
     handle_batch: BatchHandler
     on_failed: FailedCallback | None = None
-    lock_key: LockKey | None = None
-    lock_group: str = ""
+    on_start: StartHook | None = None
+    #: None: ordered if the topic's outbox_trigger has an order_key.
+    ordered: bool | None = None
     log_label: str = ""
     outcome_names: tuple[str, ...] = ()
     batch: bool = True
@@ -91,16 +200,14 @@ class HandlerRegistry:
         *,
         batch: bool = False,
         on_failed: FailedCallback | None = None,
-        lock_key: LockKey | None = None,
-        lock_group: str = "",
+        on_start: StartHook | None = None,
+        ordered: bool | None = None,
         log_label: str = "",
         outcome_names: tuple[str, ...] = (),
         replace: bool = False,
     ) -> Registration:
         """Register ``handler`` for ``topic`` (``batch=True`` for a batch handler).
 
-        ``lock_group`` names the advisory-lock namespace of ``lock_key`` (default: the
-        topic; give several topics one group to serialise them together).
         ``log_label`` prefixes the drainer's per-batch log line and
         ``outcome_names`` are always printed in it, zero or not.
         """
@@ -113,8 +220,8 @@ class HandlerRegistry:
             topic=topic,
             handle_batch=handler if batch else per_event_adapter(handler),
             on_failed=on_failed,
-            lock_key=lock_key,
-            lock_group=lock_group,
+            on_start=on_start,
+            ordered=ordered,
             log_label=log_label,
             outcome_names=tuple(outcome_names),
             batch=batch,
@@ -139,6 +246,20 @@ class HandlerRegistry:
 
     def restore(self, handlers: Iterable[tuple[str, Registration]]) -> None:
         self._handlers = dict(handlers)
+
+
+def ordered_topics_of_triggers() -> set[str]:
+    """Topics whose ``outbox_trigger`` (in any installed model) has an order key."""
+    from django.apps import apps
+
+    from outbox.triggers import OutboxTrigger
+
+    topics: set[str] = set()
+    for model in apps.get_models():
+        for trigger in getattr(model._meta, "triggers", ()):
+            if isinstance(trigger, OutboxTrigger) and trigger.order_key is not None:
+                topics.add(trigger.topic)
+    return topics
 
 
 #: The process-wide registry that ``drain_outbox`` uses.

@@ -1,23 +1,23 @@
-"""The outbox table: one row per domain event, written by a trigger, drained by SQL.
+"""The outbox tables: events, the order buckets, and the drainers that own them.
 
-Life of a row (see docs/guarantees.md for the diagram):
+Life of an event (docs/guarantees.md has the diagram): ``pending`` --claim-->
+``pending`` under a lease (locked_by, locked_until) --handler ok--> ``done``;
+--handler raised--> ``pending`` after a backoff, or ``failed`` once its attempts
+reach max_attempts; --drainer died--> claimed again, run alone.
 
-``pending`` --claim--> ``pending`` under a lease (locked_by, locked_until, attempts+1)
---handler ok--> ``done``; --handler raised--> ``pending`` after a backoff, or
-``failed`` once attempts reach max_attempts; --drainer died--> claimable again when
-its lease ends or its backend is gone.
-
-A lease is expressed twice on purpose: ``locked_until`` for people and
-``available_at = locked_until`` for the claim, so the claim has one predicate
-(``status = 'pending' AND available_at <= now()``) that covers fresh events, retries
-whose backoff has passed and expired leases alike, all served by one partial index.
+Events of an ordered topic carry a ``bucket`` (a hash of their order key); a
+drainer claims them only from the buckets it owns (``OutboxBucket``), so the
+events of one key are handled by one drainer at a time, in order.
 """
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import HashIndex
 from django.db import models
 from django.db.models.functions import Now
+
+from outbox.conf import BUCKETS
 
 
 class EventStatus(models.TextChoices):
@@ -35,9 +35,18 @@ class OutboxEvent(models.Model):
     id = models.BigAutoField(primary_key=True)
     topic = models.TextField(help_text="Routes the event to its handler, e.g. pricing.crawl_result.created.")
     key = models.TextField(help_text="The aggregate's id (for pricing: the CrawlResult id).")
+    bucket = models.SmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Order bucket, hash(order key) mod 256; null for a topic without an order key.",
+    )
     payload = models.JSONField(default=dict, db_default=models.Value({}, output_field=models.JSONField()))
     status = models.TextField(choices=EventStatus.choices, default=EventStatus.PENDING, db_default=EventStatus.PENDING)
-    attempts = models.IntegerField(default=0, db_default=0, help_text="Claims so far (counted at claim time).")
+    attempts = models.IntegerField(
+        default=0,
+        db_default=0,
+        help_text="Handler runs so far: counted by the ack, or just before a run alone (docs/guarantees.md).",
+    )
     available_at = models.DateTimeField(db_default=Now(), help_text="Not claimable before this instant.")
     locked_by = models.TextField(null=True, blank=True, help_text="Identity of the drainer holding the lease.")
     locked_until = models.DateTimeField(null=True, blank=True, help_text="End of the current lease.")
@@ -58,21 +67,15 @@ class OutboxEvent(models.Model):
             models.CheckConstraint(condition=models.Q(attempts__gte=0), name="outbox_event_attempts_nonnegative"),
         ]
         indexes = [
-            # The claim index. The claim is `WHERE status='pending' AND available_at <= now()
-            # ORDER BY id LIMIT n`: an index in id order returns the batch after reading
-            # about n entries, with available_at checked inside the index (no heap visit
-            # for leased or backing-off rows). Partial, so done rows never enter it and a
-            # claim stays O(batch) however large the table grows.
+            # The claim index: a claim reads `WHERE status = 'pending' AND topic = t ORDER BY
+            # id LIMIT n` for each topic it handles, about n entries, however many done rows
+            # the table holds (partial) and however long a backlog of other topics is ahead
+            # (topic first). No column a claim changes is indexed, so the claim's update can
+            # be HOT (docs/guarantees.md#the-claim).
             models.Index(
-                fields=["id", "available_at"],
+                fields=["topic", "id"],
                 name="outbox_event_claim_idx",
                 condition=models.Q(status="pending"),
-            ),
-            # Leases in force, for the dead-holder rescue and the "processing" count.
-            models.Index(
-                fields=["locked_by"],
-                name="outbox_event_leased_idx",
-                condition=models.Q(status="pending", locked_by__isnull=False),
             ),
             # Retention purge and the throughput view read done rows by processed_at.
             models.Index(
@@ -103,3 +106,44 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic}#{self.id} ({self.status})"
+
+
+class OutboxBucket(models.Model):
+    """Who may claim the events of one order bucket of one topic (null: nobody yet)."""
+
+    pk = models.CompositePrimaryKey("topic", "bucket")
+    topic = models.TextField()
+    bucket = models.SmallIntegerField()
+    owner = models.TextField(null=True, blank=True, help_text="The owning drainer's identity.")
+    owned_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "outbox_bucket"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(bucket__gte=0, bucket__lt=BUCKETS), name="outbox_bucket_in_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.bucket} ({self.owner or 'free'})"
+
+
+class OutboxDrainer(models.Model):
+    """A running drainer: what it handles and when it last said it was alive."""
+
+    name = models.TextField(primary_key=True, help_text="Its identity, also its sessions' application_name.")
+    topics = ArrayField(models.TextField(), help_text="The topics it handles.")
+    host = models.TextField()
+    pid = models.IntegerField()
+    #: Whether the drainer keeps a session of its own on the server (not through a
+    #: transaction-mode pooler): then a session gone from pg_stat_activity means it died.
+    direct = models.BooleanField(default=True)
+    started_at = models.DateTimeField(db_default=Now())
+    seen_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "outbox_drainer"
+
+    def __str__(self) -> str:
+        return self.name

@@ -414,6 +414,24 @@ def _index_names(plan: Any) -> Iterator[tuple[str, str]]:
             yield from _index_names(item)
 
 
+def _claim_params_of_every_topic() -> dict[str, Any]:
+    """The claim of a drainer that handles every registered topic and owns every bucket."""
+    from outbox.conf import BUCKETS
+    from outbox.drainer.buckets import mask_hex
+    from outbox.drainer.store import claim_params
+    from outbox.handlers import ordered_topics_of_triggers
+
+    s = get_settings()
+    ordered_triggers = ordered_topics_of_triggers()
+    ordered, unordered = {}, []
+    for topic, registration in registry.snapshot().items():
+        if registration.ordered or (registration.ordered is None and topic in ordered_triggers):
+            ordered[topic] = mask_hex(frozenset(range(BUCKETS)))
+        else:
+            unordered.append(topic)
+    return claim_params("outbox-doctor", ordered=ordered, unordered=unordered, batch=s.batch_size, lease=s.lease)
+
+
 def _check_claim_plan(cursor: Any, limits: DoctorLimits, using: str) -> Check:
     name = "claim plan"
     cursor.execute(queries.doctor_claim_index, {})
@@ -442,10 +460,7 @@ def _check_claim_plan(cursor: Any, limits: DoctorLimits, using: str) -> Check:
                 "idle_timeout": str(int(s.lease * 1000)),
             },
         )
-        cursor.execute(
-            queries.doctor_explain + "\n" + queries.event_claim_batch,
-            {"batch": s.batch_size, "me": "outbox-doctor", "lease": s.lease, "topics": None},
-        )
+        cursor.execute(queries.doctor_explain + "\n" + queries.event_claim_batch, _claim_params_of_every_topic())
         raw = cursor.fetchone()[0]
         transaction.set_rollback(True, using=using)
     plan = json.loads(raw) if isinstance(raw, str | bytes) else raw

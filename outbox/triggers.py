@@ -31,6 +31,8 @@ import pgtrigger
 from django.db import models
 from pgtrigger import compiler
 
+from outbox.conf import BUCKETS
+
 #: The channel drainers LISTEN on; the payload is the topic.
 NOTIFY_CHANNEL = "outbox"
 #: The GUC that switches the trigger's NOTIFY off (unset or anything else: on).
@@ -70,7 +72,12 @@ class OutboxTriggerSql(compiler.UpsertTriggerSql):
 
 
 class OutboxTrigger(pgtrigger.Trigger):
-    """A pgtrigger trigger compiled with OutboxTriggerSql."""
+    """A pgtrigger trigger compiled with OutboxTriggerSql; knows its topic and order key."""
+
+    def __init__(self, *, topic: str, order_key: str | None = None, **kwargs: object) -> None:
+        self.topic = topic
+        self.order_key = order_key
+        super().__init__(**kwargs)  # type: ignore[arg-type]
 
     def compile(self, model: models.Model) -> compiler.Trigger:
         compiled = super().compile(model)
@@ -83,10 +90,20 @@ def _check_field(name: str, what: str) -> str:
     return name
 
 
+def bucket_sql(column: str) -> str:
+    """The SQL expression of an event's order bucket, from its order key's SQL ``column``.
+
+    ``hashtextextended`` is the hash that hash partitioning uses, stable across
+    PostgreSQL versions and upgrades; the bucket is its low bits.
+    """
+    return f"(hashtextextended(({column})::text, 0) & {BUCKETS - 1})::smallint"
+
+
 def outbox_trigger(
     *,
     topic: str,
     key: str = "id",
+    order_key: str | None = None,
     payload_fields: Sequence[str] | None = None,
     name: str | None = None,
 ) -> OutboxTrigger:
@@ -96,6 +113,9 @@ def outbox_trigger(
         topic: the event topic, e.g. ``"pricing.crawl_result.created"``
             (letters, digits and ``_.:-``).
         key: the model field whose value becomes the event key (default the pk).
+        order_key: the model field whose events must be handled one at a time, in
+            outbox order (pricing: ``"product"``); each event gets the order
+            bucket of its value. ``None``: events are handled in any order.
         payload_fields: model fields copied into the JSON payload, keyed by column
             name (a foreign key ``product`` becomes ``product_id``); ``None`` copies
             the whole row (``to_jsonb``).
@@ -104,6 +124,10 @@ def outbox_trigger(
     if not _TOPIC_RE.match(topic):
         raise ValueError(f"outbox_trigger: topic {topic!r} must be 1-200 of letters, digits and _.:-")
     _check_field(key, "key")
+    if order_key is None:
+        bucket_value = "NULL"
+    else:
+        bucket_value = bucket_sql(f"n.{{columns.{_check_field(order_key, 'order key')}}}")
     if payload_fields is None:
         payload_sql = "to_jsonb(n)"
     else:
@@ -115,8 +139,8 @@ def outbox_trigger(
     # Trigger DDL, built once at import from the validated topic and field names
     # above (never from input); it is reviewed in the generated migration.
     body = f"""
-        INSERT INTO outbox_event (topic, key, payload)
-        SELECT '{topic}', n.{{columns.{key}}}::text, {payload_sql}
+        INSERT INTO outbox_event (topic, key, bucket, payload)
+        SELECT '{topic}', n.{{columns.{key}}}::text, {bucket_value}, {payload_sql}
         FROM outbox_new_rows AS n;
         GET DIAGNOSTICS inserted = ROW_COUNT;
         IF inserted > 0 AND coalesce(current_setting('{NOTIFY_GUC}', true), 'on') <> 'off' THEN
@@ -126,6 +150,8 @@ def outbox_trigger(
         """  # noqa: S608
     func = pgtrigger.Func(body)
     return OutboxTrigger(
+        topic=topic,
+        order_key=order_key,
         name=trigger_name,
         level=pgtrigger.Statement,
         when=pgtrigger.After,

@@ -5,9 +5,10 @@ The config file (``pricing/auto_record_config.json``, or the path in the
 process; a bad file stops start-up with an error naming the key and the value.
 Change it, then restart the drainers.
 
-``should_auto_record(result)`` is the pure criteria (no database). The outbox
-handler ``record_batch`` adds what needs the database, under a per-product lock
-that the drainer takes for it:
+``should_auto_record(result)`` is the pure criteria (no database), the reference
+that the handler's SQL must agree with. The outbox handler ``record_batch`` runs
+the same criteria and the per-product rules in one statement; the drainer hands
+it each product's results in order, one batch at a time:
 
 ====================  ==================================================
 outcome (status)      reason
@@ -30,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,8 +41,8 @@ from typing import Any, NamedTuple, Protocol
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
-from outbox.handlers import Event
-from outbox.sql import Queries, array_literal, json_records
+from outbox.handlers import BatchResult, Event
+from outbox.sql import Queries
 
 CONFIG_ENV = "AUTO_RECORD_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("auto_record_config.json")
@@ -177,102 +177,37 @@ def should_auto_record(result: ResultLike, config: AutoRecordConfig | None = Non
     return Decision(True, "eligible")
 
 
-class _Row(NamedTuple):
-    id: uuid.UUID
-    product_id: int
-    source: str
-    price: Decimal | None
-    currency: str
-    confidence: float
-    crawled_at: Any
-    has_history: bool
+def record_batch(events: Sequence[Event]) -> BatchResult:
+    """The outbox handler: one statement decides and writes the whole batch.
 
-
-class _Latest(NamedTuple):
-    price: Decimal
-    currency: str
-    crawled_at: Any
-
-
-def product_lock_key(event: Event) -> int:
-    """The drainer serialises pricing events per product with this key."""
-    try:
-        return int(event.payload["product_id"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"event payload has no integer product_id: {event.payload!r}") from None
-
-
-def _result_id(event: Event) -> uuid.UUID:
-    try:
-        return uuid.UUID(event.key)
-    except ValueError:
-        raise ValueError(f"event key {event.key!r} is not a CrawlResult id (a UUID)") from None
-
-
-def record_batch(events: Sequence[Event]) -> dict[str, int]:
-    """The outbox handler: decide every result of the batch, write with set-based SQL.
-
-    Two statements whatever the batch size: one read (the results, whether each
-    has history, each product's latest price) and one write (the history rows and
-    every result's outcome).
+    The criteria of ``should_auto_record`` and the per-product rules (stale,
+    unchanged price) run in SQL (``crawl_result_record_batch``), so a batch costs
+    one round trip and no Python per result. Events whose result is gone, whose key
+    is no CrawlResult id or whose row cannot be judged fail alone, with the reason.
     """
     config = get_config()
-    ids = [_result_id(e) for e in events]
-    order = {result_id: index for index, result_id in enumerate(ids)}  # outbox order
     with connection.cursor() as cursor:
-        cursor.execute(queries.crawl_result_fetch_batch, {"ids": array_literal(ids)})
-        rows: dict[uuid.UUID, _Row] = {}
-        latest: dict[int, _Latest] = {}
-        for *fields, latest_price, latest_currency, latest_crawled_at in cursor.fetchall():
-            row = _Row(*fields)
-            rows[row.id] = row
-            if latest_crawled_at is not None:
-                latest[row.product_id] = _Latest(latest_price, latest_currency, latest_crawled_at)
-        missing = [str(i) for i in ids if i not in rows]
-        if missing:
-            raise LookupError(f"CrawlResult {', '.join(missing)} does not exist (deleted after its event was written?)")
-        by_product: dict[int, list[_Row]] = defaultdict(list)
-        for row in rows.values():
-            by_product[row.product_id].append(row)
-
-        outcomes: dict[uuid.UUID, dict[str, Any]] = {}
-        for product_id, product_rows in by_product.items():
-            product_rows.sort(key=lambda r: (r.crawled_at, order[r.id]))
-            current = latest.get(product_id)
-            for row in product_rows:
-                if row.has_history:
-                    outcomes[row.id] = {"id": row.id, "status": "duplicate", "reason": "already_recorded"}
-                    continue
-                decision = should_auto_record(row, config)
-                if not decision.record:
-                    outcomes[row.id] = {"id": row.id, "status": "skipped", "reason": decision.reason}
-                elif current is not None and row.crawled_at < current.crawled_at:
-                    outcomes[row.id] = {"id": row.id, "status": "skipped", "reason": "stale"}
-                elif (
-                    config.skip_unchanged_price
-                    and current is not None
-                    and row.price == current.price
-                    and row.currency == current.currency
-                ):
-                    outcomes[row.id] = {"id": row.id, "status": "duplicate", "reason": "unchanged_price"}
-                else:
-                    outcomes[row.id] = {
-                        "id": row.id,
-                        "status": "recorded",
-                        "reason": "eligible",
-                        "product_id": row.product_id,
-                        "price": row.price,
-                        "currency": row.currency,
-                        "source": row.source,
-                        "crawled_at": row.crawled_at,
-                    }
-                    current = _Latest(row.price or Decimal(0), row.currency, row.crawled_at)
-        # n: the order decided in (per product: crawl order, then outbox order), so
-        # each product's history rows get their ids in the order they were recorded.
-        ordered = [{**outcome, "n": n} for n, outcome in enumerate(outcomes.values())]
-        cursor.execute(queries.crawl_result_record_batch, {"rows": json_records(ordered)})
-        counts = Counter(status for (status,) in cursor.fetchall())
-    return {"recorded": counts["recorded"], "duplicates": counts["duplicate"], "skipped": counts["skipped"]}
+        cursor.execute(
+            queries.crawl_result_record_batch,
+            {
+                "events": json.dumps([[e.id, e.key] for e in events]),
+                "enabled": config.enabled,
+                "allowed_sources": sorted(config.allowed_sources),
+                "min_confidence": config.min_confidence,
+                "skip_unchanged_price": config.skip_unchanged_price,
+            },
+        )
+        rows = cursor.fetchall()
+    counts = {status: count for status, count, event_id, _ in rows if event_id is None}
+    failed = {event_id: message for _, _, event_id, message in rows if event_id is not None}
+    return BatchResult(
+        outcomes={
+            "recorded": counts.get("recorded", 0),
+            "duplicates": counts.get("duplicate", 0),
+            "skipped": counts.get("skipped", 0),
+        },
+        failed=failed,
+    )
 
 
 def mark_failed(events: Sequence[Event], reason: str) -> None:

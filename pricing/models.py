@@ -75,6 +75,8 @@ class CrawlResult(models.Model):
             outbox_trigger(
                 topic=CRAWL_RESULT_CREATED,
                 key="id",
+                # One product's results are handled one at a time, in outbox order.
+                order_key="product",
                 payload_fields=("product", "source", "price", "currency", "confidence", "crawled_at"),
                 name="outbox_crawl_result",
             ),

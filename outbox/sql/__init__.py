@@ -70,6 +70,15 @@ class Queries(Mapping[str, str]):
 queries = Queries(Path(__file__).with_name("queries.sql"))
 
 
+def script(*statements: str) -> str:
+    """Named statements sent as one string (simple query protocol): one round trip.
+
+    Only through a client-side-binding cursor (psycopg's ClientCursor, Django's
+    default), and only statements whose parameter names do not clash.
+    """
+    return ";\n".join(statements)
+
+
 def array_literal(values: Iterable[int | uuid.UUID]) -> str:
     """``values`` as one PostgreSQL array literal, e.g. ``'{1,2,3}'``, for ``%(x)s::bigint[]``.
 

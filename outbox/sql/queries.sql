@@ -4,173 +4,292 @@
 -- that uses it runs in a transaction of its own unless said otherwise.
 
 -- name: drainer_session_setup
--- Name the session after the drainer (pg_stat_activity, the dead-holder rescue)
--- and bound every statement and lock wait, so nothing hangs silently.
--- enable_incremental_sort off: with it, the planner can serve the claim's
--- ORDER BY id, available_at from the primary key plus an incremental sort, and
--- walk every done row again on each claim (see event_claim_batch); without it
--- only the claim index gives that order. No drainer statement needs it.
--- client_connection_check_interval (PostgreSQL 14+): while a statement runs, the
--- backend checks every second that its drainer is still there, and ends the
--- statement and the session if not. Without it, the backend of a drainer killed
--- in the middle of a long statement (a slow handler query) runs on until the
--- statement ends or hits statement_timeout, holding the batch's row locks and
--- keeping the drainer's name in pg_stat_activity, so the dead-holder rescue
--- cannot tell that the drainer died.
+-- Name the session after the drainer (pg_stat_activity, the liveness check) and
+-- bound every statement and lock wait, so nothing hangs silently.
+-- client_connection_check_interval: a backend whose drainer was killed in the middle
+-- of a long statement notices within a second and ends (docs/guarantees.md#sessions).
 SELECT set_config('application_name', %(application_name)s, false),
        set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
        set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false),
-       set_config('client_connection_check_interval', '1s', false),
-       set_config('enable_incremental_sort', 'off', false);
+       set_config('client_connection_check_interval', '1s', false);
+
+-- ----- buckets: who may claim which ordered events (docs/guarantees.md#per-key-order)
+
+-- name: bucket_ensure_rows
+-- The lease rows of the ordered topics this drainer handles, made once at start-up.
+INSERT INTO outbox_bucket (topic, bucket)
+SELECT t.topic, b.bucket
+FROM unnest(%(topics)s::text[]) AS t(topic)
+CROSS JOIN generate_series(0, %(buckets)s - 1) AS b(bucket)
+ON CONFLICT DO NOTHING;
+
+-- name: bucket_rebalance
+-- Every REBALANCE_INTERVAL, one statement: say this drainer is alive, then per
+-- ordered topic keep up to its fair share ceil(buckets / live drainers of the topic),
+-- give back the rest, and take free buckets (no owner, or an owner that is gone) up
+-- to the share. SKIP LOCKED: a bucket whose events a drainer is processing right now
+-- is locked FOR SHARE by it, so it changes hands only once that transaction ends.
+-- Returns the buckets this drainer owns afterwards.
+WITH member AS (
+    INSERT INTO outbox_drainer AS d (name, topics, host, pid, direct)
+    VALUES (%(me)s, %(handled)s::text[], %(host)s, %(pid)s, %(direct)s)
+    ON CONFLICT (name) DO UPDATE SET topics = excluded.topics, seen_at = now()
+    RETURNING d.name
+),
+live AS (
+    SELECT d.name, d.topics
+    FROM outbox_drainer AS d
+    WHERE d.name <> %(me)s
+      AND d.seen_at > now() - make_interval(secs => %(expiry)s)
+      AND (NOT d.direct OR d.name IN (
+          SELECT a.application_name FROM pg_stat_activity AS a WHERE a.datname = current_database()))
+    UNION ALL
+    SELECT %(me)s, %(handled)s::text[]
+),
+share AS (
+    SELECT t.topic, ceil(%(buckets)s::numeric / count(*))::int AS share
+    FROM unnest(%(topics)s::text[]) AS t(topic)
+    JOIN live AS l ON t.topic = ANY(l.topics)
+    GROUP BY t.topic
+),
+mine AS (
+    SELECT b.topic, b.bucket, row_number() OVER (PARTITION BY b.topic ORDER BY b.bucket) AS n
+    FROM outbox_bucket AS b
+    WHERE b.topic = ANY(%(topics)s::text[]) AND b.owner = %(me)s
+),
+room AS (
+    SELECT s.topic, s.share - count(m.bucket) FILTER (WHERE m.n <= s.share) AS room
+    FROM share AS s
+    LEFT JOIN mine AS m ON m.topic = s.topic
+    GROUP BY s.topic, s.share
+),
+free AS (
+    SELECT b.topic, b.bucket
+    FROM outbox_bucket AS b
+    WHERE b.topic = ANY(%(topics)s::text[])
+      AND (b.owner IS NULL OR b.owner NOT IN (SELECT name FROM live))
+    FOR UPDATE SKIP LOCKED
+),
+take AS (
+    SELECT f.topic, f.bucket
+    FROM (SELECT f.*, row_number() OVER (PARTITION BY f.topic ORDER BY random()) AS n FROM free AS f) AS f
+    JOIN room AS r ON r.topic = f.topic
+    WHERE f.n <= r.room
+),
+give AS (
+    SELECT m.topic, m.bucket FROM mine AS m JOIN share AS s ON s.topic = m.topic WHERE m.n > s.share
+),
+changed AS (
+    UPDATE outbox_bucket AS b
+    SET owner = CASE WHEN c.take THEN %(me)s END,
+        owned_since = CASE WHEN c.take THEN now() END
+    FROM (SELECT topic, bucket, true AS take FROM take
+          UNION ALL
+          SELECT topic, bucket, false FROM give) AS c
+    WHERE b.topic = c.topic AND b.bucket = c.bucket
+    RETURNING b.topic, b.bucket, c.take
+)
+SELECT topic, bucket FROM mine WHERE (topic, bucket) NOT IN (SELECT topic, bucket FROM give)
+UNION
+SELECT topic, bucket FROM changed WHERE take
+ORDER BY 1, 2;
+
+-- name: drainer_leave
+-- Graceful stop: free this drainer's buckets for the others at once and forget it
+-- (a data-modifying CTE always runs to completion, read or not).
+WITH freed AS (
+    UPDATE outbox_bucket SET owner = NULL, owned_since = NULL WHERE owner = %(me)s
+)
+DELETE FROM outbox_drainer WHERE name = %(me)s;
+
+-- ----- one cycle: claim, process, ack
 
 -- name: event_claim_batch
--- Claim up to %(batch)s claimable events in id order, in a short transaction of
--- its own. The CTE selects and locks the rows once (a LIMIT inside a subquery of
--- the UPDATE's WHERE could be re-run by the planner); SKIP LOCKED lets parallel
--- drainers take disjoint batches without waiting on each other.
--- The claim counts the attempt now, not when the handler returns: a handler that
--- kills its process still walks its event towards 'failed'. The lease is written
--- into available_at as well, so an expired lease is claimable like a fresh event.
--- Two planner details, measured by bench/ (docs/BENCHMARKS.md):
--- * ORDER BY id, available_at is the claim index's own order (id is unique, so it
---   is the same order as by id). With ORDER BY id alone, statistics taken while a
---   backlog is pending make the primary key look cheaper, and each claim then
---   walks every done row before the first pending one: O(done) per claim. The
---   drainer's session turns incremental sort off (drainer_session_setup), or the
---   primary key plus an incremental sort could still serve this order.
--- * `(available_at <= now()) IS TRUE` is the same test, but not an index condition,
---   so it is checked on the heap row. A dead index entry (a claim's old version,
---   whose available_at is a future lease end) is then seen dead and marked killed
---   for the next scans; as an index condition it would be skipped unexamined and
---   rescanned by every claim until VACUUM.
--- Only events nobody holds a lease on (locked_by IS NULL): an event whose earlier
--- claim never finished (its drainer died or stalled; the lease ran out or was
--- rescued with locked_by kept) is a suspect, claimed by event_claim_suspects.
-WITH claimable AS (
-    SELECT id
-    FROM outbox_event
-    WHERE status = 'pending'
-      AND (available_at <= now()) IS TRUE
-      AND locked_by IS NULL
-      AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
-    ORDER BY id, available_at
+-- Claim up to %(batch)s events in id order, in a transaction of its own, per topic
+-- this drainer handles (one short index range each, however long a backlog of other
+-- topics is). Ordered topics: only events of buckets this drainer owns, checked on
+-- the bucket row, which is locked FOR SHARE so it cannot change hands before this
+-- commits; no SKIP LOCKED (an owner never steps over an earlier event of its bucket);
+-- any event of the bucket another drainer left claimed is taken too, as a suspect.
+-- Unordered topics: SKIP LOCKED; an event whose lease ran out is a suspect.
+-- Nothing is counted here: attempts are counted by the ack, or just before a
+-- suspect runs alone (docs/guarantees.md#attempts).
+WITH ordered AS (
+    SELECT c.id, c.suspect
+    FROM (SELECT topic, decode(mask, 'hex') AS mask
+          FROM unnest(%(ordered)s::text[], %(masks)s::text[]) AS m(topic, mask)) AS w
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.locked_by IS NOT NULL AS suspect
+        FROM outbox_event AS e
+        JOIN outbox_bucket AS b ON b.topic = e.topic AND b.bucket = coalesce(e.bucket, 0)
+        WHERE e.status = 'pending'
+          AND e.topic = w.topic
+          AND get_bit(w.mask, coalesce(e.bucket, 0)) = 1
+          AND (e.locked_by IS NOT NULL OR (e.available_at <= now()) IS TRUE)
+          AND b.owner = %(me)s
+        ORDER BY e.id
+        LIMIT %(batch)s
+        FOR UPDATE OF e FOR SHARE OF b
+    ) AS c
+),
+unordered AS (
+    SELECT c.id, c.suspect
+    FROM unnest(%(unordered)s::text[]) AS w(topic)
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.locked_by IS NOT NULL AS suspect
+        FROM outbox_event AS e
+        WHERE e.status = 'pending'
+          AND e.topic = w.topic
+          AND (e.available_at <= now()) IS TRUE
+        ORDER BY e.id
+        LIMIT %(batch)s
+        FOR UPDATE OF e SKIP LOCKED
+    ) AS c
+),
+chosen AS (
+    SELECT id, suspect FROM ordered
+    UNION ALL
+    SELECT id, suspect FROM unordered
+    ORDER BY id
     LIMIT %(batch)s
-    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE outbox_event AS e
+    SET locked_by = %(me)s,
+        locked_until = now() + make_interval(secs => %(lease)s),
+        available_at = now() + make_interval(secs => %(lease)s)
+    FROM chosen
+    WHERE e.id = chosen.id
+    RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at, chosen.suspect
 )
-UPDATE outbox_event AS e
-SET attempts = e.attempts + 1,
-    locked_by = %(me)s,
-    locked_until = now() + make_interval(secs => %(lease)s),
-    available_at = now() + make_interval(secs => %(lease)s)
-FROM claimable
-WHERE e.id = claimable.id
-RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at;
+-- The payload as text, serialised once, and not at all past %(max_payload)s bytes.
+SELECT c.id, c.topic, c.key, CASE WHEN octet_length(p.text) <= %(max_payload)s THEN p.text END,
+       octet_length(p.text), c.attempts, c.created_at, c.suspect
+FROM claimed AS c, LATERAL (SELECT c.payload::text AS text) AS p
+ORDER BY c.id;
 
--- name: event_lock_owned
--- First statement of the processing transaction: lock the claimed events that
--- this drainer still owns. An event reclaimed by another drainer after our lease
--- ran out (we stalled) has another locked_by and is left out. What is returned
--- stays ours until commit: no other claim can take a locked row.
--- No SKIP LOCKED here: a concurrent claim can hold a row lock on an event it then
--- does not take. Under FOR UPDATE, a row updated after the claim's snapshot is
--- locked first and re-checked after (our claim committed meanwhile: locked_by is
--- set, the lease in the future), and the lock stays until that claim commits.
--- Skipping such a row would make us drop an event that is still ours, and it
--- would sit under our lease until it ran out. So wait (a claim is short; the wait
--- is bounded by lock_timeout), then read the committed locked_by. Locking in id
--- order, like the claims, so two lockers cannot deadlock.
-SELECT id
-FROM outbox_event
-WHERE id = ANY(%(ids)s::bigint[])
+-- name: event_count_attempt
+-- A suspect's attempt, committed on its own just before it runs alone: a handler that
+-- kills its process has used it up. Fenced: no row means another drainer has it now.
+UPDATE outbox_event
+SET attempts = attempts + 1
+WHERE id = %(id)s
   AND status = 'pending'
   AND locked_by = %(me)s
-ORDER BY id
-FOR UPDATE;
+RETURNING attempts;
 
--- name: event_lock_keys
--- Serialise events that share a handler's lock key across drainers: one
--- transaction-level advisory lock per distinct key, taken in sorted order so two
--- drainers can never wait on each other in a cycle. Released at commit/rollback.
-SELECT count(pg_advisory_xact_lock(ns, k))
-FROM (
-    SELECT DISTINCT ns, k
-    FROM unnest(%(namespaces)s::int[], %(keys)s::int[]) AS t(ns, k)
-    ORDER BY ns, k
-) AS sorted_keys;
+-- name: event_lock_batch
+-- First statement of the processing transaction: the claimed events still ours,
+-- row-locked until commit, each with whether we may run it: its bucket (ordered
+-- topics) is locked FOR SHARE and still ours, so it cannot change hands before we
+-- commit; one that changed hands since the claim is given back to its new owner.
+-- No SKIP LOCKED: a claim still committing holds its rows for an instant; wait for
+-- it (lock_timeout bounds the wait) rather than drop an event that is ours.
+WITH mine AS (
+    SELECT e.id, e.topic, coalesce(e.bucket, 0) AS bucket
+    FROM outbox_event AS e
+    WHERE e.id = ANY(%(ids)s::bigint[])
+      AND e.status = 'pending'
+      AND e.locked_by = %(me)s
+    ORDER BY e.id
+    FOR UPDATE
+),
+held AS (
+    SELECT b.topic, b.bucket
+    FROM outbox_bucket AS b
+    WHERE (b.topic, b.bucket) IN (SELECT topic, bucket FROM mine WHERE topic = ANY(%(ordered)s::text[]))
+      AND b.owner = %(me)s
+    ORDER BY b.topic, b.bucket
+    FOR SHARE
+)
+SELECT m.id,
+       NOT (m.topic = ANY(%(ordered)s::text[])) OR (m.topic, m.bucket) IN (SELECT topic, bucket FROM held)
+FROM mine AS m;
 
 -- name: event_ack_done
--- Fenced by locked_by: a drainer that lost its lease updates zero rows.
+-- The handler's events done, in its transaction; attempts + 1 except for suspects,
+-- whose attempt was counted before they ran. Fenced by locked_by: a drainer that lost
+-- its lease updates nothing.
 UPDATE outbox_event
 SET status = 'done',
+    attempts = attempts + (id <> ALL(%(counted)s::bigint[]))::int,
     processed_at = now(),
     locked_until = NULL
 WHERE id = ANY(%(ids)s::bigint[])
   AND status = 'pending'
-  AND locked_by = %(me)s
-RETURNING id;
+  AND locked_by = %(me)s;
 
--- name: event_ack_retry
--- The handler raised: back to pending after a per-event backoff (seconds,
--- computed by the drainer with jitter), the error kept, the lease dropped.
+-- name: event_ack_failures
+-- Events whose run raised: back to pending after their backoff (seconds, with jitter,
+-- from the drainer), or failed for good; the error kept, the attempt counted.
 UPDATE outbox_event AS e
-SET available_at = now() + make_interval(secs => r.delay),
+SET status = CASE WHEN r.final THEN 'failed' ELSE 'pending' END,
+    attempts = r.attempts,
     last_error = r.error,
-    locked_by = NULL,
+    available_at = CASE WHEN r.final THEN e.available_at ELSE now() + make_interval(secs => r.delay) END,
+    processed_at = CASE WHEN r.final THEN now() END,
+    locked_by = CASE WHEN r.final THEN e.locked_by END,
     locked_until = NULL
-FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[]) AS r(id, error, delay)
+FROM unnest(%(failed_ids)s::bigint[], %(attempts)s::int[], %(finals)s::bool[], %(errors)s::text[],
+            %(delays)s::float8[]) AS r(id, attempts, final, error, delay)
 WHERE e.id = r.id
   AND e.status = 'pending'
   AND e.locked_by = %(me)s
-RETURNING e.id;
+RETURNING e.id, r.final;
 
--- name: event_ack_failed
--- Out of attempts (or abandoned): failed for good, with the reason.
-UPDATE outbox_event AS e
-SET status = 'failed',
-    last_error = r.error,
-    processed_at = now(),
-    locked_until = NULL
-FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS r(id, error)
-WHERE e.id = r.id
-  AND e.status = 'pending'
-  AND e.locked_by = %(me)s
-RETURNING e.id;
+-- name: event_release
+-- Give claimed events back unrun (a stop was asked for, or their bucket changed
+-- hands), claimable again now. Suspects stay suspects (locked_by kept) and still run
+-- alone next time; nothing was counted for the others.
+UPDATE outbox_event
+SET available_at = now(),
+    locked_until = NULL,
+    locked_by = CASE WHEN id = ANY(%(release_suspects)s::bigint[]) THEN locked_by END
+WHERE id = ANY(%(release_ids)s::bigint[])
+  AND status = 'pending'
+  AND locked_by = %(me)s;
 
--- name: event_release_mine
--- After a reconnect: our old backend is gone and its transaction rolled back, but
--- our name is alive again, so the dead-holder rescue would not free the events we
--- had claimed. Free them now; the attempts they cost stay counted. locked_by is
--- kept: their run never finished, so they are suspects (event_claim_suspects) and
--- each one runs alone next time, in case one of them is what broke the connection.
+-- name: transaction_commit
+-- Sent in one string with the acks: ack and commit in one round trip.
+COMMIT;
+
+-- ----- faults and maintenance
+
+-- name: event_release_lost
+-- After a reconnect: the events of the batch in flight when the connection broke are
+-- still claimed by us (our name lives on in the new session, so no other drainer sees
+-- them abandoned). Make them claimable now, locked_by kept: their run never finished,
+-- so each runs alone next time, in case one of them broke the connection.
 UPDATE outbox_event
 SET available_at = now(),
     locked_until = NULL
-WHERE status = 'pending'
+WHERE id = ANY(%(ids)s::bigint[])
+  AND status = 'pending'
   AND locked_by = %(me)s
-  AND available_at > now()
 RETURNING id;
 
--- name: event_rescue_orphaned
--- Leases whose holder's session is gone from pg_stat_activity (its drainer
--- died): make them claimable now instead of waiting for the lease to run out.
--- Drainers set application_name to their identity, which is what locked_by holds.
-WITH orphaned AS (
-    SELECT id
-    FROM outbox_event
-    WHERE status = 'pending'
-      AND locked_by IS NOT NULL
-      AND available_at > now()
-      AND locked_by NOT IN (
-          SELECT application_name FROM pg_stat_activity WHERE application_name IS NOT NULL
-      )
-    FOR UPDATE SKIP LOCKED
+-- name: drainer_rescue_dead
+-- Drainers that stopped without saying so (killed, or silent past the expiry): forget
+-- them, and make the events of unordered topics they held claimable now instead of at
+-- the end of their lease (the owner of a bucket takes its events back by itself).
+-- DELETE ... RETURNING: of several drainers that see one die, one does the rescue.
+WITH dead AS (
+    DELETE FROM outbox_drainer AS d
+    WHERE d.name <> %(me)s
+      AND (d.seen_at < now() - make_interval(secs => %(expiry)s)
+           OR (d.direct AND d.name NOT IN (
+               SELECT a.application_name FROM pg_stat_activity AS a
+               WHERE a.application_name IS NOT NULL)))
+    RETURNING d.name
 )
 UPDATE outbox_event AS e
 SET available_at = now(),
     locked_until = now()
-FROM orphaned
-WHERE e.id = orphaned.id
+FROM dead
+WHERE e.status = 'pending'
+  AND e.locked_by = dead.name
+  AND e.available_at > now()
 RETURNING e.id, e.locked_by;
 
 -- name: event_count_pending_capped
@@ -179,20 +298,6 @@ RETURNING e.id, e.locked_by;
 SELECT count(*) FROM (
     SELECT 1 FROM outbox_event WHERE status = 'pending' LIMIT %(cap)s
 ) AS capped;
-
--- name: event_retry_failed
--- Failed events back to pending, available now, attempts reset (the old
--- scheduler's periodic retry). last_error is kept until the next attempt.
-UPDATE outbox_event
-SET status = 'pending',
-    attempts = 0,
-    available_at = now(),
-    locked_by = NULL,
-    locked_until = NULL,
-    processed_at = NULL
-WHERE status = 'failed'
-  AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
-RETURNING id;
 
 -- name: event_purge_done
 -- One bounded chunk of the retention purge: done events processed before the
@@ -441,101 +546,3 @@ SELECT t.tgenabled
 FROM pg_trigger AS t
 WHERE t.tgrelid = to_regclass(quote_ident(%(table)s))
   AND t.tgname = %(name)s;
-
--- ===== faults: suspects, per-key order (see docs/guarantees.md) =====
-
--- name: event_claim_suspects
--- Claim up to %(limit)s suspects: claimable events whose previous claim never
--- finished (locked_by still set: the holder died, or stalled past its lease). One
--- of them may be a poison event that kills its process, so the drainer runs each
--- one alone, and the attempt is NOT counted here but by event_count_attempt right
--- before its handler runs: a drainer that dies on one suspect costs the others
--- nothing. Runs in the transaction of event_claim_batch.
--- Plan: the candidates come from the small partial index on leased rows
--- (outbox_event_leased_idx), materialised without a LIMIT. With ORDER BY id LIMIT
--- on the table itself, the planner may walk the claim index in id order instead
--- and read the whole backlog whenever there is no suspect at all.
-WITH candidates AS MATERIALIZED (
-    SELECT id
-    FROM outbox_event
-    WHERE status = 'pending'
-      AND locked_by IS NOT NULL
-      AND available_at <= now()
-      AND (%(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[]))
-),
-suspects AS (
-    SELECT id
-    FROM outbox_event
-    WHERE id = ANY(ARRAY(SELECT id FROM candidates ORDER BY id LIMIT 4 * %(limit)s))
-      AND status = 'pending'
-      AND locked_by IS NOT NULL
-      AND available_at <= now()
-    ORDER BY id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE outbox_event AS e
-SET locked_by = %(me)s,
-    locked_until = now() + make_interval(secs => %(lease)s),
-    available_at = now() + make_interval(secs => %(lease)s)
-FROM suspects
-WHERE e.id = suspects.id
-RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at;
-
--- name: event_count_attempt
--- Count one attempt of a suspect, committed on its own right before its handler
--- runs, so that a handler which kills the process has used it up. Fenced: no row
--- means the lease was lost.
-UPDATE outbox_event
-SET attempts = attempts + 1
-WHERE id = %(id)s
-  AND status = 'pending'
-  AND locked_by = %(me)s
-RETURNING attempts;
-
--- name: event_defer
--- Give claimed events back without running them, each claimable again after its
--- %(delays)s seconds: an earlier event of the same lock key must go first, a key
--- lock wait timed out, or the drainer is stopping. The delay keeps them out of
--- the next claims, which would otherwise take the same blocked events again and
--- again while other keys' events wait behind them. %(refunds)s takes back the
--- attempts counted for them (1 if counted, 0 if not). A suspect (%(suspects)s
--- true) keeps locked_by, so it stays a suspect and still runs alone next time;
--- the others become plain pending events. last_error is left as it is: later
--- events of the key keep waiting for an event that never failed
--- (event_list_earlier_unfinished).
-UPDATE outbox_event AS e
-SET available_at = now() + make_interval(secs => r.delay),
-    locked_until = NULL,
-    locked_by = CASE WHEN r.suspect THEN e.locked_by END,
-    attempts = greatest(e.attempts - r.refund, 0)
-FROM unnest(%(ids)s::bigint[], %(suspects)s::bool[], %(refunds)s::int[], %(delays)s::float8[])
-    AS r(id, suspect, refund, delay)
-WHERE e.id = r.id
-  AND e.status = 'pending'
-  AND e.locked_by = %(me)s
-RETURNING e.id;
-
--- name: event_list_earlier_unfinished
--- Per-key order, in the processing transaction once the key locks are held: the
--- events of %(topics)s (the topics of one lock group) with an id below %(before)s,
--- not among %(mine)s and still pending. The drainer computes their lock keys and
--- defers each of its events that has an earlier one of the same key. An event
--- whose handler has failed before (last_error set) counts only while it is under
--- a lease or claimable now, not while it waits out its retry backoff: a failing
--- event must not hold back the events behind it. in_flight: under a live lease
--- of another drainer (worth waiting for; a deferral or a rescue clears
--- locked_until). Reads the claim index below our ids, where only unfinished
--- events are: about the events in flight. ORDER BY id, available_at is the claim
--- index's order, as in event_claim_batch: with ORDER BY id alone the planner
--- walked the primary key and filtered out every done event below our ids, each
--- batch (20 ms per batch at 20,000 done events, growing; bench/profile_drain.py).
-SELECT id, topic, key, payload, attempts, created_at,
-       (locked_by <> %(me)s AND locked_until > now()) IS TRUE AS in_flight
-FROM outbox_event
-WHERE status = 'pending'
-  AND id < %(before)s
-  AND id <> ALL(%(mine)s::bigint[])
-  AND topic = ANY(%(topics)s::text[])
-  AND (last_error = '' OR locked_by IS NOT NULL OR available_at <= now())
-ORDER BY id, available_at;

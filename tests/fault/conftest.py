@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from outbox.models import OutboxEvent
+from tests.poison.apps import TRACE_ENV
 
 
 @pytest.fixture
-def poison_effect() -> Iterator[None]:
-    """The table the poison handler writes its effect into (one row per applied event)."""
+def poison_effect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The table the poison handler writes its effect into (one row per applied event).
+
+    Also a trace file of every handler run (tests.poison.apps), named in the
+    environment the drainer subprocesses inherit; yields its path.
+    """
+    trace = tmp_path / "poison-trace"
+    trace.touch()
+    monkeypatch.setenv(TRACE_ENV, str(trace))
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS poison_effect")
         cursor.execute("CREATE TABLE poison_effect (event_id bigint NOT NULL, pid int NOT NULL)")
     try:
-        yield
+        yield trace
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS poison_effect")

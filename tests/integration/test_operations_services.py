@@ -135,7 +135,7 @@ def test_mark_failed_beats_a_drainer_that_claimed_but_has_not_locked_yet() -> No
     assert services.mark_failed([event.pk]) == 1
     # The drainer's processing transaction re-locks only what it still owns: nothing.
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(queries.event_lock_owned, {"ids": [event.pk], "me": "outbox:h:1:x"})
+        cursor.execute(queries.event_lock_batch, {"ids": [event.pk], "ordered": [], "me": "outbox:h:1:x"})
         assert cursor.fetchall() == []
 
 

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.conf import get_settings
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
-from outbox.exceptions import OutboxConfigError
+from outbox.exceptions import HandlerStartError, OutboxConfigError
 from outbox.management.commands._args import positive_float, positive_int
 
 _VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             "--max-attempts",
             type=positive_int,
             default=s.max_attempts,
-            help="Handler runs before an event is failed; counted at claim (default: %(default)r).",
+            help="Handler runs before an event is failed (docs/guarantees.md#attempts) (default: %(default)r).",
         )
         parser.add_argument(
             "--interval",
@@ -101,16 +101,19 @@ class Command(BaseCommand):
             for topic in options["topics"]:
                 if not topic.strip():
                     raise CommandError("--topic must not be empty")
-        drainer = Drainer(config)
+        try:
+            drainer = Drainer(config)
+        except OutboxConfigError as exc:
+            raise CommandError(str(exc)) from exc
         try:
             with drainer.signals_handled():
                 result = drainer.drain() if options["once"] else drainer.run()
-        except DatabaseUnavailable as exc:
+        except (DatabaseUnavailable, HandlerStartError) as exc:
             raise CommandError(str(exc)) from exc
         finally:
             drainer.close()
         if options["once"]:
             self.stdout.write(
                 f"drained claimed={result.claimed} done={result.done} retried={result.retried} "
-                f"failed={result.failed} lost={result.lost}"
+                f"failed={result.failed} lost={result.lost} released={result.released}"
             )

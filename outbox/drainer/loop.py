@@ -1,0 +1,285 @@
+"""The drainer's loop: ``run`` until stopped, ``drain`` what is there now, ``run_once`` one cycle.
+
+One cycle: claim a batch (its own transaction), run its suspects alone (events
+whose earlier run never finished), then the rest together in one processing
+transaction. Between cycles: the periodic duties (buckets, rescue, retry, purge),
+and, when a claim finds nothing, a sleep on LISTEN. Faults of the database are
+ridden out by the session. docs/guarantees.md explains every step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from django.db import DatabaseError
+
+from outbox.drainer import maintenance
+from outbox.drainer.buckets import Buckets
+from outbox.drainer.config import ONCE_GIVE_UP_AFTER, REBALANCE_INTERVAL, DrainerConfig, make_identity
+from outbox.drainer.execute import Executor
+from outbox.drainer.report import DrainResult
+from outbox.drainer.session import Outage, Session
+from outbox.drainer.store import ClaimedRow, Store
+from outbox.exceptions import HandlerStartError, OutboxConfigError
+from outbox.handlers import Event, HandlerRegistry, ordered_topics_of_triggers, registry
+from outbox.signals import batch_claimed, drainer_started, drainer_stopped, reconnected
+
+logger = logging.getLogger("outbox.drainer")
+
+
+class Drainer:
+    """Drains the outbox of one database alias with the handlers of ``handlers``."""
+
+    def __init__(
+        self,
+        config: DrainerConfig | None = None,
+        *,
+        handlers: HandlerRegistry | None = None,
+        using: str = "default",
+        identity: str | None = None,
+    ) -> None:
+        from outbox.drainer.wakeup import Wakeup
+
+        self.config = config or DrainerConfig.from_settings()
+        self.settings = s = self.config.settings
+        self.registry = handlers or registry
+        self.using = using
+        self.identity = identity or make_identity()
+        self.topics = self._handled_topics()
+        self.ordered = self._ordered_topics()
+        self.store = Store(using, self.identity)
+        self.wakeup = Wakeup(self.identity, listen=s.notify, connect_params=self._listen_params)
+        self.session = Session(self.store, s, on_reconnect=self._release_lost, sleep=self.wakeup.sleep)
+        self.buckets = Buckets(self.store, handled=self.topics, ordered=self.ordered, expiry=s.lease, sender=self)
+        self.executor = Executor(self.store, self.registry, s, ordered=self.ordered, sender=self)
+        self.duties = maintenance.Duties(
+            [
+                maintenance.Duty("rebalance", REBALANCE_INTERVAL, self.buckets.rebalance),
+                maintenance.Duty("rescue", s.rescue_interval, lambda: maintenance.rescue(self.store, s.lease)),
+                maintenance.Duty(
+                    "retry_failed",
+                    self.config.retry_failed_every,
+                    lambda: maintenance.retry_failed(self.store, self.topics),
+                ),
+                maintenance.Duty("purge", s.purge_interval, lambda: maintenance.purge(self.store, s)),
+            ]
+        )
+        self._stopping = False
+        self._prepared = False
+        self._in_flight: list[int] = []
+
+    # ------------------------------------------------------------ loops
+
+    def run(self) -> DrainResult:
+        """Drain until ``request_stop()``; sleep on LISTEN (or poll) when idle."""
+        total = DrainResult()
+        outage = Outage()
+        while not self._stopping:
+            try:
+                self._prepare(outage)
+                self.duties.run_due()
+                result = self.run_once()
+                total += result
+                if not result.claimed and not self._stopping:
+                    self.wakeup.wait(self.settings.poll_interval)
+            except (DatabaseError, psycopg.Error) as exc:
+                self.session.fault(exc, outage, self.config.give_up_after)
+        self._leave(total)
+        return total
+
+    def drain(self) -> DrainResult:
+        """Process every event this drainer can own and run now, then return (``--once``)."""
+        total = DrainResult()
+        outage = Outage()
+        give_up_after = self.config.give_up_after
+        if give_up_after is None:
+            give_up_after = ONCE_GIVE_UP_AFTER
+        first = True
+        while not self._stopping:
+            try:
+                self._prepare(outage)
+                self.duties.run_due(force=first)
+                first = False
+                result = self.run_once()
+                total += result
+                # Nothing left in our buckets: stop, unless the rebalance just gave us more.
+                if not result.claimed and not self.buckets.rebalance():
+                    break
+            except (DatabaseError, psycopg.Error) as exc:
+                self.session.fault(exc, outage, give_up_after)
+        self._leave(total)
+        return total
+
+    def run_once(self) -> DrainResult:
+        """Claim one batch and process it: its suspects alone, then the rest together."""
+        if not self._prepared:
+            self._prepare(Outage())
+        events, suspects = self._claim()
+        result = DrainResult(claimed=len(events) + len(suspects))
+        self.wakeup.claimed(result.claimed)
+        for index, suspect in enumerate(suspects):
+            if self._stopping:  # the rest of the claim goes back unrun, suspects still
+                self._release([*suspects[index:], *events], suspects[index:], result)
+                return result
+            result += self._run_alone(suspect)
+        if events:
+            result += self.executor.run(events)
+        self._in_flight = []
+        return result
+
+    # ------------------------------------------------------------ steps
+
+    def _claim(self) -> tuple[list[Event], list[Event]]:
+        """Claim: (fresh events, attempt number = stored + 1) and (suspects, stored attempts)."""
+        rows = self.store.claim(
+            ordered=self.buckets.masks(),
+            unordered=self.buckets.unordered(),
+            batch=self.settings.batch_size,
+            lease=self.settings.lease,
+        )
+        self._in_flight = [row.id for row in rows]
+        events = [_event(row, row.attempts + 1) for row in rows if not row.suspect]
+        suspects = [_event(row, row.attempts) for row in rows if row.suspect]
+        if rows:
+            batch_claimed.send(
+                sender=Drainer, drainer=self, events=[*suspects, *events], suspects=[e.id for e in suspects]
+            )
+        return events, suspects
+
+    def _run_alone(self, suspect: Event) -> DrainResult:
+        """A suspect, alone: its attempt counted and committed first, since it may be what killed its drainer."""
+        if suspect.attempts >= self.settings.max_attempts:
+            return self.executor.fail_unrun(suspect)
+        attempts = self.store.count_attempt(suspect.id)
+        if attempts is None:
+            logger.warning("drainer=%s lease lost on suspect event=%s before it ran", self.identity, suspect.id)
+            return DrainResult(lost=1)
+        return self.executor.run([suspect.replace(attempts=attempts)], counted=frozenset({suspect.id}))
+
+    def _release(self, events: list[Event], suspects: list[Event], result: DrainResult) -> None:
+        self.store.release([e.id for e in events], [e.id for e in suspects])
+        result.released += len(events)
+        self._in_flight = []
+
+    def _release_lost(self) -> int:
+        """After a reconnect: the batch in flight when the connection broke, back as suspects."""
+        released = self.store.release_lost(self._in_flight) if self._in_flight else 0
+        self._in_flight = []
+        self.wakeup.close_listener()
+        reconnected.send(sender=Drainer, drainer=self, released=released)
+        return released
+
+    def _prepare(self, outage: Outage) -> None:
+        """Connect; the first time, run the handlers' on_start hooks and join the drainers."""
+        self.session.connect(outage)
+        if self._prepared:
+            return
+        for topic in self.topics:
+            registration = self.registry.get(topic)
+            if registration is not None and registration.on_start is not None:
+                try:
+                    registration.on_start()
+                except Exception as exc:
+                    raise HandlerStartError(f"topic {topic!r}: on_start failed: {exc}") from exc
+        self.buckets.prepare()
+        self.buckets.rebalance()
+        self.wakeup.ensure_listening()
+        self._prepared = True
+        logger.info(
+            "drainer=%s started batch_size=%d max_attempts=%d lease=%ss interval=%ss notify=%s topics=%s ordered=%s",
+            self.identity,
+            self.settings.batch_size,
+            self.settings.max_attempts,
+            self.settings.lease,
+            self.settings.poll_interval,
+            self.settings.notify,
+            ",".join(self.topics),
+            ",".join(self.ordered) or "-",
+        )
+        drainer_started.send(sender=Drainer, drainer=self, topics=self.topics, ordered=self.ordered)
+
+    def _leave(self, total: DrainResult) -> None:
+        """Give the buckets back (if the database is there), then close."""
+        try:
+            if self._prepared and self.session.connection.connection is not None:
+                self.buckets.leave()
+        except (DatabaseError, psycopg.Error) as exc:
+            logger.warning("drainer=%s could not give its buckets back: %s", self.identity, exc)
+        self.session.drop()
+        logger.info(
+            "drainer=%s stopped claimed=%d done=%d retried=%d failed=%d lost=%d released=%d",
+            self.identity,
+            total.claimed,
+            total.done,
+            total.retried,
+            total.failed,
+            total.lost,
+            total.released,
+        )
+        drainer_stopped.send(sender=Drainer, drainer=self, result=total)
+
+    # ------------------------------------------------------------ set-up
+
+    def _handled_topics(self) -> list[str]:
+        registered = self.registry.topics()
+        if not self.config.topics:
+            return registered
+        unknown = [topic for topic in self.config.topics if topic not in registered]
+        if unknown:
+            raise OutboxConfigError(
+                f"no handler is registered for topic(s) {', '.join(map(repr, unknown))} "
+                f"(registered: {', '.join(registered) or 'none'})"
+            )
+        return sorted(set(self.config.topics))
+
+    def _ordered_topics(self) -> list[str]:
+        from_triggers = ordered_topics_of_triggers()
+        ordered = []
+        for topic in self.topics:
+            registration = self.registry.get(topic)
+            flag = registration.ordered if registration is not None else None
+            if flag or (flag is None and topic in from_triggers):
+                ordered.append(topic)
+        return ordered
+
+    def _listen_params(self) -> dict[str, Any]:
+        params = self.session.connection.get_connection_params()
+        for key in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
+            params.pop(key, None)
+        return params
+
+    # ------------------------------------------------------------ stopping
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def request_stop(self) -> None:
+        """Finish the current batch, then return from ``run``/``drain``."""
+        self._stopping = True
+        self.wakeup.interrupt()
+
+    def close(self) -> None:
+        self.session.close()
+        self.wakeup.close()
+
+    def signals_handled(self) -> Any:
+        """SIGTERM/SIGINT: the first stops after the batch, a second one exits at once."""
+        from outbox.drainer.shutdown import signals_handled
+
+        return signals_handled(self)
+
+
+def _event(row: ClaimedRow, attempts: int) -> Event:
+    return Event.from_json(row.id, row.topic, row.key, row.payload_text, row.payload_size, attempts, row.created_at)
+
+
+def drain(config: DrainerConfig | None = None, **kwargs: Any) -> DrainResult:
+    """Drain everything available now with a throwaway drainer."""
+    drainer = Drainer(config, **kwargs)
+    try:
+        return drainer.drain()
+    finally:
+        drainer.close()

@@ -1,0 +1,160 @@
+"""Sleeping between claims: on LISTEN (woken by the trigger's NOTIFY), a poll, or a stop.
+
+The LISTEN connection is a second, autocommit session of the drainer's own; it is
+made again as soon as it is found broken, and a wait that finds it broken ends at
+once (a notification sent while it was down is lost: the next claim looks).
+Wake-ups are coalesced: however many notifications are queued, one wake-up, one
+claim; and claims that find nothing are rate-limited (EMPTY_CLAIMS_PER_SECOND), so a
+flood of NOTIFYs from any session cannot turn a drainer into a busy loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from outbox.drainer.config import EMPTY_CLAIM_BURST, EMPTY_CLAIMS_PER_SECOND
+from outbox.triggers import NOTIFY_CHANNEL
+
+logger = logging.getLogger(__name__)
+
+
+class Wakeup:
+    """The drainer's sleep: LISTEN connection, stop pipe, empty-claim pause."""
+
+    def __init__(self, identity: str, *, listen: bool, connect_params: Callable[[], dict[str, Any]]) -> None:
+        self.identity = identity
+        self.listen = listen
+        self._connect_params = connect_params
+        self._listener: psycopg.Connection[Any] | None = None
+        self._pipe_r, self._pipe_w = os.pipe()
+        os.set_blocking(self._pipe_w, False)
+        self._tokens = EMPTY_CLAIM_BURST  # empty claims allowed now
+        self._refilled = time.monotonic()
+
+    # ------------------------------------------------------------ stop pipe
+
+    def interrupt(self) -> None:
+        """End the current (or next) wait or sleep at once."""
+        try:
+            os.write(self._pipe_w, b"x")
+        except (BlockingIOError, OSError):  # pipe full or closed: already woken
+            pass
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, woken early only by interrupt()."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._pipe_r, selectors.EVENT_READ)
+            if selector.select(seconds):
+                os.read(self._pipe_r, 1024)
+
+    # ------------------------------------------------------------ LISTEN
+
+    def _listening(self) -> psycopg.Connection[Any] | None:
+        if not self.listen:
+            return None
+        if self._listener is None or self._listener.closed:
+            params = self._connect_params()
+            params["application_name"] = self.identity
+            params["autocommit"] = True
+            self._listener = psycopg.connect(**params)
+            self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+        return self._listener
+
+    def close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except psycopg.Error:
+                pass
+            self._listener = None
+
+    def _listener_lost(self, exc: psycopg.Error) -> None:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        self.close_listener()
+        try:
+            self._listening()
+        except psycopg.Error as again:
+            self.close_listener()
+            logger.warning(
+                "drainer=%s LISTEN connection lost (%s) and cannot be made again, polling until it can: %s",
+                self.identity,
+                reason,
+                again,
+            )
+            return
+        logger.warning("drainer=%s LISTEN connection lost (%s), listening again", self.identity, reason)
+
+    def _drain_notifications(self, listener: psycopg.Connection[Any]) -> bool:
+        """Read every queued notification; True if there was one."""
+        try:
+            return sum(1 for _ in listener.notifies(timeout=0)) > 0
+        except psycopg.Error as exc:
+            self._listener_lost(exc)
+            return True  # cannot tell: look
+
+    def ensure_listening(self) -> None:
+        """LISTEN now (before the first claim, so no notification is missed)."""
+        try:
+            self._listening()
+        except psycopg.Error as exc:
+            logger.warning("drainer=%s cannot LISTEN, polling instead: %s", self.identity, exc)
+            self.close_listener()
+
+    # ------------------------------------------------------------ waiting
+
+    def claimed(self, count: int) -> None:
+        """Tell the rate limit what the last claim found."""
+        if not count:
+            self._refill()
+            self._tokens -= 1.0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(EMPTY_CLAIM_BURST, self._tokens + (now - self._refilled) * EMPTY_CLAIMS_PER_SECOND)
+        self._refilled = now
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a NOTIFY, interrupt() or ``timeout``, then until an empty claim is allowed."""
+        try:
+            listener = self._listening()
+        except psycopg.Error as exc:
+            logger.warning("drainer=%s cannot LISTEN, polling instead: %s", self.identity, exc)
+            self.close_listener()
+            listener = None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._pipe_r, selectors.EVENT_READ)
+            # Notifications that arrived while we were busy are already buffered.
+            notified = listener is not None and self._drain_notifications(listener)
+            if not notified and listener is not None and not listener.closed:
+                selector.register(listener.fileno(), selectors.EVENT_READ)
+            if not notified:
+                for key, _ in selector.select(max(deadline - time.monotonic(), 0.0)):
+                    if key.fd == self._pipe_r:
+                        os.read(self._pipe_r, 1024)
+                        return
+                    if listener is not None:
+                        self._drain_notifications(listener)
+        self._pause()
+
+    def _pause(self) -> None:
+        """Wait until the rate limit allows another claim (interruptible)."""
+        self._refill()
+        if self._tokens < 1.0:
+            self.sleep((1.0 - self._tokens) / EMPTY_CLAIMS_PER_SECOND)
+
+    def close(self) -> None:
+        self.close_listener()
+        for fd in (self._pipe_r, self._pipe_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
