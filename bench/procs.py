@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import db
+from outbox.fleet import DrainerFleet, drainer_env
 
 SPAWN = mp.get_context("spawn")
 
@@ -39,8 +37,8 @@ def process_rss_kib(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
-class DrainerPool:
-    """``count`` real ``drain_outbox`` processes on the bench database."""
+class DrainerPool(DrainerFleet):
+    """``count`` real ``drain_outbox`` processes on the bench database (outbox.fleet)."""
 
     def __init__(
         self,
@@ -53,77 +51,25 @@ class DrainerPool:
         log_dir: Path,
         verbosity: int = 1,
         pgoptions: str = "",
+        settings_module: str = "bench.settings",
+        extra_args: Sequence[str] = (),
     ) -> None:
-        self.url = url
-        self.count = count
-        self.notify = notify
-        env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "project.settings", "PYTHONUNBUFFERED": "1"}
-        if pgoptions:
-            # Server settings for the drainers' sessions only (libpq reads PGOPTIONS).
-            env["PGOPTIONS"] = pgoptions
+        # PGOPTIONS: server settings for the drainers' sessions only (libpq reads it).
+        env = drainer_env(url, settings_module, **({"PGOPTIONS": pgoptions} if pgoptions else {}))
         args = ["--batch-size", str(batch_size), "--interval", str(interval), "--verbosity", str(verbosity)]
         if not notify:
             args.append("--no-notify")
-        self.logs: list[Any] = []
-        self.processes: list[subprocess.Popen[bytes]] = []
-        for _ in range(count):
-            log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop())
-                prefix="drainer-", suffix=".log", dir=log_dir, delete=False
-            )
-            self.logs.append(log)
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, str(db.ROOT / "manage.py"), "drain_outbox", *args],
-                    cwd=db.ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        log_dir = Path(tempfile.mkdtemp(prefix="drainers-", dir=log_dir))
+        super().__init__(count, [*args, *extra_args], env=env, manage_py=db.ROOT / "manage.py", log_dir=log_dir)
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes]
+    def wait_ready(self, conn: Any = None, timeout: float = 60.0) -> None:
+        """Until every drainer is connected, owns its buckets and (with NOTIFY) listens."""
+        self.wait_started(timeout)
 
-    def wait_ready(self, conn: Any, timeout: float = 60.0) -> None:
-        """Until every drainer is connected and (with NOTIFY) idle on LISTEN."""
-
-        def ready() -> bool:
-            self._check_alive()
-            query = db.queries.drainers_listening if self.notify else db.queries.drainers_connected
-            row = conn.execute(query, {}).fetchone()
-            return bool(row and row[0] >= self.count)
-
-        db.wait_for(ready, timeout=timeout, interval=0.05, what=f"{self.count} drainer(s) to be ready")
-
-    def _check_alive(self) -> None:
-        for process, log in zip(self.processes, self.logs, strict=True):
-            if process.poll() is not None:
-                output = Path(log.name).read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"drainer {process.pid} exited with {process.returncode}:\n{output}")
-
-    def check_alive(self) -> None:
-        self._check_alive()
-
-    def output(self) -> str:
-        return "\n".join(Path(log.name).read_text(errors="replace") for log in self.logs)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        for log in self.logs:
-            log.close()
-            try:
-                os.unlink(log.name)
-            except OSError:
-                pass
+    def stop(self, timeout: float = 30.0) -> list[int | None]:  # type: ignore[override]
+        codes = super().stop(timeout)
+        self.close()
+        return codes
 
     def __enter__(self) -> DrainerPool:
         return self

@@ -171,3 +171,38 @@ $$;
 -- name: bucket_own_all
 -- The claim-scale case claims as one drainer that owns every bucket of the topic.
 UPDATE outbox_bucket SET owner = %(me)s, owned_since = now() WHERE topic = %(topic)s;
+
+-- name: trivial_effect_create
+-- The trivial topic's effect table: one row per handled event.
+CREATE TABLE IF NOT EXISTS bench_trivial_effect (event_id bigint NOT NULL);
+
+-- name: trivial_effect_reset
+TRUNCATE bench_trivial_effect;
+
+-- name: trivial_effect_insert
+-- The trivial handler's only statement: one row per event of the batch.
+INSERT INTO bench_trivial_effect (event_id) SELECT unnest(%(ids)s::bigint[]);
+
+-- name: trivial_event_seed
+-- %(n)s events of the trivial topic (no order key: no bucket).
+INSERT INTO outbox_event (topic, key, payload)
+SELECT 'bench.trivial', g::text, '{}'::jsonb FROM generate_series(1, %(n)s) AS g;
+
+-- name: trivial_drain_batch
+-- The plain-SQL version of the trivial topic's work, the ceiling it is compared with:
+-- claim a batch with SKIP LOCKED, insert one row per event, mark them done, in one
+-- statement and one transaction, from the same index as event_claim_batch.
+WITH claimed AS (
+    SELECT id
+    FROM outbox_event
+    WHERE status = 'pending' AND topic = 'bench.trivial' AND (available_at <= now()) IS TRUE
+    ORDER BY id
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), effect AS (
+    INSERT INTO bench_trivial_effect (event_id) SELECT id FROM claimed
+)
+UPDATE outbox_event AS e
+SET status = 'done', processed_at = now()
+FROM claimed
+WHERE e.id = claimed.id;

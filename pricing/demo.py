@@ -24,9 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -42,6 +39,7 @@ import dj_database_url
 from django.conf import settings
 from django.db import connection, transaction
 
+from outbox import fleet
 from outbox.sql import Queries
 from pricing.auto_record import AutoRecordConfig, get_config, should_auto_record
 from pricing.models import CRAWL_RESULT_CREATED
@@ -355,7 +353,7 @@ def database_url_for_children() -> str:
 
 
 #: Log lines the demo causes on purpose: the deleted results' retries and failures.
-EXPECTED_LOG_PATTERNS = ("failed, retrying: builtins.LookupError", "failed after 3 attempt(s): builtins.LookupError")
+EXPECTED_LOG_PATTERNS = ("does not exist (deleted after its event was written?)",)
 
 
 @dataclass
@@ -366,60 +364,24 @@ class LogFindings:
     unexpected: list[str] = field(default_factory=list)
 
 
-class DrainerFleet:
-    """N real ``manage.py drain_outbox`` processes, each logging to its own file."""
+class DemoFleet(fleet.DrainerFleet):
+    """The demo's drainers (outbox.fleet), each logging to its own file in ``log_dir``."""
 
     def __init__(self, count: int, *, database_url: str, log_dir: Path) -> None:
-        self.count = count
-        self.database_url = database_url
-        self.log_dir = log_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        self.exit_codes: list[int | None] = []
-
-    def start(self) -> None:
         manage_py = Path(settings.BASE_DIR) / "manage.py"
         if not manage_py.is_file():
             raise DemoError(f"cannot start drainers: {manage_py} does not exist")
-        env = os.environ.copy()
-        env["DATABASE_URL"] = self.database_url
-        env.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-        env["PYTHONUNBUFFERED"] = "1"
-        for n in range(1, self.count + 1):
-            log = self.log_dir / f"drainer-{n}.log"
-            with log.open("wb") as out:
-                # Our own interpreter running our own manage.py: no untrusted input.
-                process = subprocess.Popen(  # noqa: S603
-                    [sys.executable, str(manage_py), "drain_outbox", *DRAINER_ARGS],
-                    cwd=manage_py.parent,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            self.processes.append(process)
-            self.logs.append(log)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes]
+        env = fleet.drainer_env(database_url, os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings"))
+        super().__init__(count, DRAINER_ARGS, env=env, manage_py=manage_py, log_dir=log_dir)
 
     def tail(self, index: int, lines: int = 15) -> str:
-        try:
-            text = self.logs[index].read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self.live[index].tail(lines)
 
     def log_findings(self) -> LogFindings:
         """WARNING and ERROR lines of the drainers' logs, the unexpected ones apart."""
         findings = LogFindings()
-        for log in self.logs:
-            try:
-                lines = log.read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            for line in lines:
+        for process in self.history:
+            for line in process.output().splitlines():
                 if " WARNING " in line:
                     findings.warnings += 1
                 elif " ERROR " in line:
@@ -427,57 +389,21 @@ class DrainerFleet:
                 else:
                     continue
                 if not any(pattern in line for pattern in EXPECTED_LOG_PATTERNS):
-                    findings.unexpected.append(f"{log.name}: {line}")
+                    findings.unexpected.append(f"{process.log.name}: {line}")
         return findings
 
-    def check_alive(self) -> None:
-        for index, process in enumerate(self.processes):
-            code = process.poll()
-            if code is not None:
-                raise DemoError(
-                    f"drainer {index + 1} (pid {process.pid}) exited with code {code} before the crawl was "
-                    f"drained; its log {self.logs[index]} ends with:\n{self.tail(index)}"
-                )
+    def start_all(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Until every drainer is connected and owns its share (or the first one that died)."""
+        try:
+            self.wait_started(timeout)
+        except fleet.FleetError as exc:
+            raise DemoError(f"{exc}; see the drainer logs in {self.log_dir}") from exc
 
-    def connected(self) -> int:
-        """How many of our drainers have a session on the database."""
-        with connection.cursor() as cursor:
-            cursor.execute(queries.demo_drainers_connected)
-            names = [row[0] for row in cursor.fetchall()]
-        pids = set()
-        for name in names:
-            parts = name.rsplit(":", 2)  # outbox:<host>:<pid>:<random>
-            if len(parts) == 3 and parts[1].isdigit():
-                pids.add(int(parts[1]))
-        return len(pids & set(self.pids))
-
-    def wait_connected(self, timeout: float = CONNECT_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while self.connected() < self.count:
+    def check_running(self) -> None:
+        try:
             self.check_alive()
-            if time.monotonic() > deadline:
-                raise DemoError(
-                    f"only {self.connected()} of {self.count} drainers connected within {timeout:.0f}s; "
-                    f"see their logs in {self.log_dir}"
-                )
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> list[int | None]:
-        """SIGTERM: each finishes its batch and exits 0. SIGKILL after ``timeout``."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        codes: list[int | None] = []
-        for process in self.processes:
-            try:
-                codes.append(process.wait(max(0.1, deadline - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                codes.append(None)  # did not stop on SIGTERM in time
-        self.exit_codes = codes
-        return codes
+        except fleet.FleetError as exc:
+            raise DemoError(f"{exc}\n(the crawl was not drained; its log is in {self.log_dir})") from exc
 
 
 # ---------------------------------------------------------------------- progress
@@ -613,11 +539,10 @@ def run_demo(
         product_ids=product_ids,
         log_dir=log_dir,
     )
-    fleet = DrainerFleet(options.drainers, database_url=database_url_for_children(), log_dir=log_dir)
+    drainers = DemoFleet(options.drainers, database_url=database_url_for_children(), log_dir=log_dir)
     stage(f"starting {options.drainers} drain_outbox process(es) {' '.join(DRAINER_ARGS)}; logs in {log_dir}")
     try:
-        fleet.start()
-        fleet.wait_connected()
+        drainers.start_all()
         stage(f"{options.drainers} drainer(s) connected; writing the crawl in chunks of {CHUNK_SIZE:,} results")
         started = time.monotonic()
         meter = RateMeter()
@@ -640,7 +565,7 @@ def run_demo(
         report.write_seconds = time.monotonic() - started
         last_change, last_finished = time.monotonic(), progress.finished
         while progress.finished < options.results:
-            fleet.check_alive()
+            drainers.check_running()
             time.sleep(PROGRESS_EVERY)
             tick()
             if progress.finished != last_finished:
@@ -653,10 +578,10 @@ def run_demo(
         report.total_seconds = time.monotonic() - started
         report.progress = progress
     finally:
-        codes = fleet.stop()
+        codes = drainers.stop(STOP_TIMEOUT)
         report.exit_codes = codes
-        report.drainer_tails = {i: fleet.tail(i) for i, code in enumerate(codes) if code != 0}
-        report.log_findings = fleet.log_findings()
+        report.drainer_tails = {i: drainers.tail(i) for i, code in enumerate(codes) if code != 0}
+        report.log_findings = drainers.log_findings()
     stage("all events finished; drainers stopped with SIGTERM")
     read_back(report)
     return report

@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 from django.db import connection
 
+from outbox import fleet
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
@@ -47,139 +49,27 @@ def current_database_url() -> str:
 
 
 def drainer_env(settings_module: str = "project.settings", **extra: str) -> dict[str, str]:
-    env = os.environ.copy()
-    env["DATABASE_URL"] = current_database_url()
-    env["DJANGO_SETTINGS_MODULE"] = settings_module
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+    """The environment of a drainer subprocess of the current test database."""
+    return fleet.drainer_env(current_database_url(), settings_module, **extra)
 
 
-class DrainerProcess:
-    """A real ``manage.py drain_outbox`` subprocess with its output in a file."""
+class DrainerProcess(fleet.DrainerProcess):
+    """A real ``manage.py drain_outbox`` subprocess of this checkout (outbox.fleet)."""
 
     def __init__(self, args: Sequence[str] = (), *, env: dict[str, str] | None = None) -> None:
-        self.args = list(args)
-        self.log = tempfile.NamedTemporaryFile(prefix="drainer-", suffix=".log", delete=False)  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "drain_outbox", *self.args],
-            cwd=ROOT,
-            env=env or drainer_env(),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(args, env=env or drainer_env(), manage_py=ROOT / "manage.py")
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def send(self, sig: int) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-
-    def kill(self) -> None:
-        self.send(signal.SIGKILL)
-        self.process.wait(10)
-
-    def wait(self, timeout: float = 30.0) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"drainer {self.pid} still running after {timeout}s; its output:\n{self.output()[-4000:]}"
-            ) from None
-
-    def stop(self, timeout: float = 30.0) -> int:
+    def stop(self, timeout: float = 30.0) -> int:  # type: ignore[override]
+        """SIGTERM and its exit code; a drainer that does not exit in time fails the test."""
         self.send(signal.SIGTERM)
         return self.wait(timeout)
 
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.log.close()
-        try:
-            os.unlink(self.log.name)
-        except OSError:
-            pass
 
-
-class DrainerPool:
-    """``size`` drain_outbox processes kept at strength: a dead one can be replaced.
-
-    Every process ever started is kept (``history``) so a failing test can show the
-    output of the drainers that were killed, not only of the survivors.
-    """
+class DrainerPool(fleet.DrainerFleet):
+    """``size`` drainer processes of this checkout kept at strength (outbox.fleet)."""
 
     def __init__(self, size: int, args: Sequence[str] = (), *, env: dict[str, str] | None = None) -> None:
-        self.args = list(args)
-        self.env = env or drainer_env()
-        self._lock = threading.Lock()
-        self.history: list[DrainerProcess] = []
-        self.live: list[DrainerProcess] = [self._start() for _ in range(size)]
-
-    def _start(self) -> DrainerProcess:
-        process = DrainerProcess(self.args, env=self.env)
-        self.history.append(process)
-        return process
-
-    def replace_dead(self) -> list[int]:
-        """Start a new drainer for each one that exited; return their exit codes."""
-        codes: list[int] = []
-        with self._lock:
-            for index, process in enumerate(self.live):
-                code = process.process.poll()
-                if code is not None:
-                    codes.append(code)
-                    self.live[index] = self._start()
-        return codes
-
-    def kill_one(self, rng: random.Random, prefer: set[int] | None = None) -> int:
-        """SIGKILL a random live drainer (one whose pid is in ``prefer`` if any is),
-        wait for it to die, start its replacement. Returns the victim's pid."""
-        with self._lock:
-            preferred = [i for i, process in enumerate(self.live) if prefer and process.pid in prefer]
-            index = rng.choice(preferred) if preferred else rng.randrange(len(self.live))
-            victim = self.live[index]
-            victim.kill()
-            self.live[index] = self._start()
-            return victim.pid
-
-    def live_pids(self) -> set[int]:
-        with self._lock:
-            return {process.pid for process in self.live if process.process.poll() is None}
-
-    def stop(self, timeout: float = 30.0) -> list[int]:
-        """SIGTERM every live drainer once it is up; return their exit codes.
-
-        A drainer still starting (a replacement just started by a Supervisor) has no
-        signal handler yet and would die of the SIGTERM instead of exiting 0, so
-        wait for each one's "started" line first.
-        """
-        with self._lock:
-            for process in self.live:
-                wait_until(
-                    lambda process=process: "started" in process.output() or process.process.poll() is not None,
-                    timeout=60,
-                    message=f"drainer {process.pid} started",
-                )
-                process.send(signal.SIGTERM)
-            return [process.wait(timeout) for process in self.live]
-
-    def output(self, tail: int = 1500) -> str:
-        """The last ``tail`` characters of every drainer's output, newest drainers last."""
-        parts = []
-        for process in self.history:
-            code = process.process.poll()
-            parts.append(f"--- drainer pid={process.pid} exit={code}\n{process.output()[-tail:]}")
-        return "\n".join(parts)
-
-    def close(self) -> None:
-        for process in self.history:
-            process.close()
+        super().__init__(size, args, env=env or drainer_env(), manage_py=ROOT / "manage.py")
 
 
 class Supervisor(threading.Thread):

@@ -132,14 +132,6 @@ WHERE id > %(after)s
 GROUP BY 1
 ORDER BY 1;
 
--- name: demo_drainers_connected
--- Sessions of drainers on this database (they set application_name to their
--- identity, outbox:<host>:<pid>:<random>).
-SELECT application_name
-FROM pg_stat_activity
-WHERE datname = current_database()
-  AND starts_with(application_name, 'outbox:');
-
 -- name: demo_stats_view_exists
 -- Whether the outbox_stats monitoring view has been migrated in.
 SELECT to_regclass('outbox_stats') IS NOT NULL;
