@@ -21,7 +21,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from outbox.admin import STATUS_STYLES, EstimatedCountPaginator
+from outbox.admin import STATUS_STYLES, EstimatedCountPaginator, ShownFiltersOnly, parse_id
 from outbox.models import OutboxEvent
 from pricing.auto_record import get_config, queries
 from pricing.models import CRAWL_RESULT_CREATED, CrawlResult, PriceHistory, Product
@@ -34,8 +34,8 @@ PRODUCT_CHOICES_MAX = 100
 ESTIMATED_CHANGE_LIST = "admin/outbox/estimated_change_list.html"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View-only rows; large-table settings."""
+class ReadOnlyAdmin(ShownFiltersOnly, admin.ModelAdmin):
+    """View-only rows; large-table settings; only the shown filters in the URL."""
 
     change_list_template = ESTIMATED_CHANGE_LIST
     paginator = EstimatedCountPaginator
@@ -81,20 +81,18 @@ class ProductFilter(admin.SimpleListFilter):
         products = list(Product.objects.order_by("sku").values_list("id", "sku")[: PRODUCT_CHOICES_MAX + 1])
         if len(products) <= PRODUCT_CHOICES_MAX:
             return [(str(pk), sku) for pk, sku in products]
-        selected = self.value()
-        if selected and selected.isdigit():
-            product = Product.objects.filter(pk=int(selected)).values_list("id", "sku").first()
+        selected = parse_id(self.value())
+        if selected is not None:
+            product = Product.objects.filter(pk=selected).values_list("id", "sku").first()
             if product:
                 return [(str(product[0]), product[1])]
         return []
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if not value:
+        if not self.value():
             return queryset
-        if not value.isdigit():
-            return queryset.none()
-        return queryset.filter(product_id=int(value))
+        product_id = parse_id(self.value())
+        return queryset.none() if product_id is None else queryset.filter(product_id=product_id)
 
 
 def _events_url(result_id: uuid.UUID) -> str:
@@ -231,7 +229,7 @@ class PriceHistoryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ShownFiltersOnly, admin.ModelAdmin):
     list_display = ("sku", "name", "history_link")
     search_fields = ("=sku", "name")
     ordering = ("sku",)
