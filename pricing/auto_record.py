@@ -14,7 +14,8 @@ outcome (status)      reason
 ====================  ==================================================
 recorded              ``eligible``: a PriceHistory row was written
 skipped               ``disabled``, ``source_not_allowed``,
-                      ``low_confidence``, ``invalid_price``, ``stale``
+                      ``invalid_confidence``, ``low_confidence``,
+                      ``invalid_price``, ``stale``
 duplicate             ``already_recorded``, ``unchanged_price``
 failed                the last error, after max_attempts (set by on_failed)
 ====================  ==================================================
@@ -28,6 +29,8 @@ in outbox order.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import uuid
 from collections import Counter, defaultdict
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
+from django.db import DataError, IntegrityError, connection, transaction
 
 from outbox.handlers import Event
 from outbox.sql import Queries, array_literal, json_records
@@ -48,6 +51,7 @@ CONFIG_ENV = "AUTO_RECORD_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("auto_record_config.json")
 
 queries = Queries(Path(__file__).with_name("sql") / "queries.sql")
+logger = logging.getLogger(__name__)
 
 
 class AutoRecordConfigError(ImproperlyConfigured):
@@ -155,7 +159,7 @@ def override_config(config: AutoRecordConfig) -> Iterator[AutoRecordConfig]:
 class ResultLike(Protocol):
     source: str
     price: Decimal | None
-    confidence: float
+    confidence: float | None
 
 
 class Decision(NamedTuple):
@@ -163,16 +167,41 @@ class Decision(NamedTuple):
     reason: str
 
 
+def _is_number(value: object) -> bool:
+    """A finite int, float or Decimal (not a bool, not NaN, not an infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return False
+    return value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+
+
 def should_auto_record(result: ResultLike, config: AutoRecordConfig | None = None) -> Decision:
-    """The criteria alone: may this result be recorded? ``(record, reason)``."""
+    """The criteria alone: may this result be recorded? ``(record, reason)``.
+
+    The rules, in order; the first that applies decides:
+
+    1. ``disabled``: the config says ``enabled: false``.
+    2. ``source_not_allowed``: ``source`` is not one of ``allowed_sources`` (exact,
+       case-sensitive).
+    3. ``invalid_confidence``: ``confidence`` is not a number from 0 to 1: None, NaN,
+       an infinity, below 0 or above 1 (NaN compares false with every number, so
+       without this rule it would pass a ``< min_confidence`` test).
+    4. ``low_confidence``: ``confidence`` is below ``min_confidence`` (the threshold
+       itself passes).
+    5. ``invalid_price``: ``price`` is not a number above 0: None, NaN, an infinity,
+       0 or negative.
+    6. ``eligible``: recorded.
+    """
     config = config or get_config()
     if not config.enabled:
         return Decision(False, "disabled")
     if result.source not in config.allowed_sources:
         return Decision(False, "source_not_allowed")
-    if result.confidence is None or result.confidence < config.min_confidence:
+    confidence = result.confidence
+    if not _is_number(confidence) or not 0 <= confidence <= 1:  # type: ignore[operator]
+        return Decision(False, "invalid_confidence")
+    if confidence < config.min_confidence:  # type: ignore[operator]
         return Decision(False, "low_confidence")
-    if result.price is None or result.price <= 0:
+    if not _is_number(result.price) or result.price <= 0:  # type: ignore[operator]
         return Decision(False, "invalid_price")
     return Decision(True, "eligible")
 
@@ -198,8 +227,9 @@ def product_lock_key(event: Event) -> int:
     """The drainer serialises pricing events per product with this key."""
     try:
         return int(event.payload["product_id"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"event payload has no integer product_id: {event.payload!r}") from None
+    except (KeyError, TypeError, ValueError, OverflowError):
+        # Not the payload itself: last_error is readable by monitoring (docs/monitoring.sql).
+        raise ValueError("event payload has no integer product_id (the event's page in the admin shows it)") from None
 
 
 def _result_id(event: Event) -> uuid.UUID:
@@ -207,6 +237,37 @@ def _result_id(event: Event) -> uuid.UUID:
         return uuid.UUID(event.key)
     except ValueError:
         raise ValueError(f"event key {event.key!r} is not a CrawlResult id (a UUID)") from None
+
+
+#: SQLSTATE of a CHECK constraint violation.
+CHECK_VIOLATION = "23514"
+
+
+@contextmanager
+def _unusable_rows_explained(ids: Sequence[uuid.UUID]) -> Iterator[None]:
+    """A row the handler cannot use fails its event with a message naming it.
+
+    Rows written before pricing_crawlresult's CHECK constraints (migration 0005)
+    may hold what they refuse: a crawled_at that Python cannot hold ('infinity',
+    past year 9999) fails the fetch, and while the constraints are NOT VALID any
+    update of such a row (its outcome) is refused. The drainer bisects a failing
+    batch, so the error ends on the event of that row alone; PostgreSQL's DETAIL
+    (the whole row) is left out of it.
+    """
+    which = f"CrawlResult {ids[0]}" if len(ids) == 1 else f"one of {len(ids)} CrawlResults"
+    fix = "fix or delete the row, then retry its event (pricing_crawlresult's CHECK constraints refuse such values)"
+    try:
+        yield
+    except DataError as exc:
+        raise ValueError(f"{which} cannot be read: {str(exc).splitlines()[0]}; {fix}") from exc
+    except IntegrityError as exc:
+        diag = getattr(exc.__cause__, "diag", None)
+        if getattr(exc.__cause__, "sqlstate", None) != CHECK_VIOLATION or diag is None:
+            raise
+        raise ValueError(
+            f"{which} cannot be updated with its outcome: it holds a value that the constraint "
+            f"{diag.constraint_name} refuses (written before it was added); {fix}"
+        ) from exc
 
 
 def record_batch(events: Sequence[Event]) -> dict[str, int]:
@@ -220,10 +281,12 @@ def record_batch(events: Sequence[Event]) -> dict[str, int]:
     ids = [_result_id(e) for e in events]
     order = {result_id: index for index, result_id in enumerate(ids)}  # outbox order
     with connection.cursor() as cursor:
-        cursor.execute(queries.crawl_result_fetch_batch, {"ids": array_literal(ids)})
+        with _unusable_rows_explained(ids):
+            cursor.execute(queries.crawl_result_fetch_batch, {"ids": array_literal(ids)})
+            fetched = cursor.fetchall()
         rows: dict[uuid.UUID, _Row] = {}
         latest: dict[int, _Latest] = {}
-        for *fields, latest_price, latest_currency, latest_crawled_at in cursor.fetchall():
+        for *fields, latest_price, latest_currency, latest_crawled_at in fetched:
             row = _Row(*fields)
             rows[row.id] = row
             if latest_crawled_at is not None:
@@ -270,7 +333,8 @@ def record_batch(events: Sequence[Event]) -> dict[str, int]:
         # n: the order decided in (per product: crawl order, then outbox order), so
         # each product's history rows get their ids in the order they were recorded.
         ordered = [{**outcome, "n": n} for n, outcome in enumerate(outcomes.values())]
-        cursor.execute(queries.crawl_result_record_batch, {"rows": json_records(ordered)})
+        with _unusable_rows_explained(ids):
+            cursor.execute(queries.crawl_result_record_batch, {"rows": json_records(ordered)})
         counts = Counter(status for (status,) in cursor.fetchall())
     return {"recorded": counts["recorded"], "duplicates": counts["duplicate"], "skipped": counts["skipped"]}
 
@@ -283,6 +347,10 @@ def mark_failed(events: Sequence[Event], reason: str) -> None:
             ids.append(uuid.UUID(event.key))
         except ValueError:
             continue  # no result can have this key; the event's last_error says why
-    if ids:
-        with connection.cursor() as cursor:
+    if not ids:
+        return
+    try:
+        with transaction.atomic(), connection.cursor() as cursor, _unusable_rows_explained(ids):
             cursor.execute(queries.crawl_result_mark_failed, {"ids": ids, "reason": reason})
+    except ValueError as exc:  # the event's last_error says the rest
+        logger.warning("not marked failed: %s", exc)
