@@ -24,6 +24,10 @@ class HandlerAlreadyRegistered(OutboxError):
     """A handler is already registered for this topic."""
 
 
+class HandlerStartFailed(OutboxError):
+    """A handler's on_start raised: the drainer must not claim anything."""
+
+
 class LeaseLost(OutboxError):
     """This drainer no longer holds the lease on the event: another drainer reclaimed it."""
 

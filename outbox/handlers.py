@@ -19,6 +19,10 @@ drainer bisects the batch in savepoints so only the failing events are retried.
 ``lock_key(event) -> int`` serialises events that share a key across drainers: the
 drainer takes a transaction-level advisory lock per distinct key, in sorted order
 (so two drainers cannot deadlock), before any handler runs.
+``on_start()`` is called once by each drainer process before its first claim: load
+and validate what the handler needs (pricing: its config file) there, so that a bad
+one stops the drainer with its message (and a non-zero exit) instead of failing
+every event.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from outbox.exceptions import HandlerAlreadyRegistered
+from outbox.exceptions import HandlerAlreadyRegistered, HandlerStartFailed
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ BatchHandler = Callable[[Sequence[Event]], "Outcomes | None"]
 EventHandler = Callable[[Event], "str | None"]
 FailedCallback = Callable[[Sequence[Event], str], None]
 LockKey = Callable[[Event], int]
+StartHook = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Registration:
     log_label: str = ""
     outcome_names: tuple[str, ...] = ()
     batch: bool = True
+    on_start: StartHook | None = None
 
     @property
     def label(self) -> str:
@@ -95,6 +101,7 @@ class HandlerRegistry:
         lock_group: str = "",
         log_label: str = "",
         outcome_names: tuple[str, ...] = (),
+        on_start: StartHook | None = None,
         replace: bool = False,
     ) -> Registration:
         """Register ``handler`` for ``topic`` (``batch=True`` for a batch handler).
@@ -102,7 +109,8 @@ class HandlerRegistry:
         ``lock_group`` names the advisory-lock namespace of ``lock_key`` (default: the
         topic; give several topics one group to serialise them together).
         ``log_label`` prefixes the drainer's per-batch log line and
-        ``outcome_names`` are always printed in it, zero or not.
+        ``outcome_names`` are always printed in it, zero or not. ``on_start`` runs
+        once per drainer process before its first claim (see the module docstring).
         """
         if topic in self._handlers and not replace:
             raise HandlerAlreadyRegistered(
@@ -118,9 +126,24 @@ class HandlerRegistry:
             log_label=log_label,
             outcome_names=tuple(outcome_names),
             batch=batch,
+            on_start=on_start,
         )
         self._handlers[topic] = registration
         return registration
+
+    def start(self, topics: Iterable[str] | None = None) -> None:
+        """Run the ``on_start`` of every registration (only of ``topics`` when given),
+        in topic order. The first that raises stops it: ``HandlerStartFailed`` names
+        the topic and says why, and the drainer must not claim."""
+        wanted = set(topics) if topics else None
+        for topic in self.topics():
+            registration = self._handlers[topic]
+            if registration.on_start is None or (wanted is not None and topic not in wanted):
+                continue
+            try:
+                registration.on_start()
+            except Exception as exc:
+                raise HandlerStartFailed(f"the handler of {topic} cannot start: {exc}") from exc
 
     def unregister(self, topic: str) -> None:
         self._handlers.pop(topic, None)

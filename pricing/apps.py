@@ -9,7 +9,7 @@ class PricingConfig(AppConfig):
     def ready(self) -> None:
         from outbox.handlers import registry
         from pricing import checks  # noqa: F401  (registers the config check)
-        from pricing.auto_record import mark_failed, product_lock_key, record_batch
+        from pricing.auto_record import load_at_start, mark_failed, product_lock_key, record_batch
         from pricing.models import CRAWL_RESULT_CREATED
 
         if CRAWL_RESULT_CREATED not in registry:
@@ -22,4 +22,5 @@ class PricingConfig(AppConfig):
                 lock_group="pricing.product",
                 log_label="Auto-record",
                 outcome_names=("recorded", "duplicates", "skipped"),
+                on_start=load_at_start,
             )

@@ -2,8 +2,9 @@
 
 The config file (``pricing/auto_record_config.json``, or the path in the
 ``AUTO_RECORD_CONFIG`` environment variable) is read and validated once per
-process; a bad file stops start-up with an error naming the key and the value.
-Change it, then restart the drainers.
+process, before the drainer's first claim (``load_at_start``, the handler's
+``on_start``); a bad file stops start-up with an error naming the key and the
+value, and never fails an event. Change it, then restart the drainers.
 
 ``should_auto_record(result)`` is the pure criteria (no database). The outbox
 handler ``record_batch`` adds what needs the database, under a per-product lock
@@ -49,6 +50,8 @@ from outbox.sql import Queries, array_literal, json_records
 
 CONFIG_ENV = "AUTO_RECORD_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("auto_record_config.json")
+#: A config is a few lines; a file larger than this is the wrong file.
+CONFIG_MAX_BYTES = 1024 * 1024
 
 queries = Queries(Path(__file__).with_name("sql") / "queries.sql")
 logger = logging.getLogger(__name__)
@@ -111,6 +114,11 @@ def parse_config(data: Any, origin: str = "config") -> AutoRecordConfig:
                 raise AutoRecordConfigError(
                     f"{origin}: 'allowed_sources' items must be non-empty strings, got {item!r} in {value!r}"
                 )
+            if item != item.strip():
+                # Sources are matched exactly: "html_ml " would silently match nothing.
+                raise AutoRecordConfigError(
+                    f"{origin}: 'allowed_sources' items must not start or end with spaces, got {item!r} in {value!r}"
+                )
         values["allowed_sources"] = frozenset(value)
     return AutoRecordConfig(**values)
 
@@ -119,16 +127,39 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a key given twice is an error (json keeps the last one silently)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} appears twice")
+        data[key] = value
+    return data
+
+
 def load_config(path: Path | None = None) -> AutoRecordConfig:
-    """Read and validate a config file."""
+    """Read and validate a config file.
+
+    At most CONFIG_MAX_BYTES are read, so a wrong path (``/dev/zero``, a log
+    file) fails at once instead of filling memory; the file must be UTF-8 JSON.
+    """
     path = path or config_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(CONFIG_MAX_BYTES + 1)
     except OSError as exc:
         raise AutoRecordConfigError(f"{path}: cannot read the auto-record config ({exc.strerror})") from exc
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        if len(raw) > CONFIG_MAX_BYTES:
+            raise ValueError(f"larger than {CONFIG_MAX_BYTES:,} bytes (is it the right file?)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise AutoRecordConfigError(f"{path}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise AutoRecordConfigError(f"{path}: not valid JSON: {exc}") from exc
     return parse_config(data, origin=str(path))
 
@@ -137,11 +168,18 @@ _config: AutoRecordConfig | None = None
 
 
 def get_config() -> AutoRecordConfig:
-    """The process's config, loaded and validated on first use."""
+    """The process's config, loaded and validated on first use, then kept."""
     global _config
     if _config is None:
         _config = load_config()
     return _config
+
+
+def load_at_start() -> None:
+    """on_start of the pricing handler: load and validate the config once, before the
+    drainer's first claim. A config that cannot be loaded stops the drainer with the
+    error; it never reaches an event (the handler only reads what is kept here)."""
+    get_config()
 
 
 @contextmanager

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.conf import get_settings
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
-from outbox.exceptions import OutboxConfigError
+from outbox.exceptions import HandlerStartFailed, OutboxConfigError
+from outbox.handlers import registry
 from outbox.management.commands._args import positive_float, positive_int
 
 _VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -101,6 +102,11 @@ class Command(BaseCommand):
             for topic in options["topics"]:
                 if not topic.strip():
                     raise CommandError("--topic must not be empty")
+        try:
+            # Until the Drainer calls it itself: each handler's on_start, before any claim.
+            registry.start(config.topics)
+        except HandlerStartFailed as exc:
+            raise CommandError(str(exc)) from exc
         drainer = Drainer(config)
         try:
             with drainer.signals_handled():
