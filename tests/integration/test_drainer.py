@@ -261,11 +261,11 @@ def test_claim_plan_uses_the_partial_index() -> None:
 @pytest.mark.parametrize(
     ("args", "text"),
     [
-        (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size: must be from 1 to 100000, got 0"),
         (["--batch-size", "ten"], "--batch-size: must be a whole number, got 'ten'"),
-        (["--interval", "-1"], "--interval: must be >= 0, got -1"),
-        (["--interval", "0"], "--interval: must be > 0, got 0"),
-        (["--max-attempts", "0"], "--max-attempts: must be >= 1, got 0"),
+        (["--interval", "-1"], "--interval: must be from 0.01 to 2147483 seconds .*, got -1"),
+        (["--interval", "0"], "--interval: must be from 0.01 to 2147483 seconds .*, got 0"),
+        (["--max-attempts", "0"], "--max-attempts: must be from 1 to 1000, got 0"),
         (["--lease", "abc"], "--lease: must be a number of seconds, got 'abc'"),
     ],
 )
