@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,20 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.support import ROOT, PrivateServer, current_database_url, drainer_env
+from tests.support import PrivateServer, current_database_url, drainer_env, manage
 
 pytestmark = pytest.mark.process
-
-
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def last_line(done: subprocess.CompletedProcess[str]) -> str:

@@ -3,8 +3,6 @@ loaded) stops before its first claim with the error, and fails no event."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from outbox.models import OutboxEvent
 from pricing.models import CRAWL_RESULT_CREATED, CrawlResult
 from tests.factories import make_result
-from tests.support import ROOT, drainer_env
+from tests.support import drainer_env, manage
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process]
 
@@ -35,14 +33,7 @@ def test_a_config_that_cannot_be_loaded_stops_the_drainer_and_fails_no_event(
     broken = tmp_path / "auto_record.json"
     broken.write_text(content)
     # --skip-checks: the system check would stop it first; the drainer must stop on its own too.
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "drain_outbox", "--once", "--skip-checks"],
-        cwd=ROOT,
-        env=drainer_env(AUTO_RECORD_CONFIG=str(broken)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = manage("drain_outbox", "--once", "--skip-checks", env=drainer_env(AUTO_RECORD_CONFIG=str(broken)))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
