@@ -9,7 +9,12 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from project.environment import SettingsError
+
+    try:
+        execute_from_command_line(sys.argv)
+    except SettingsError as exc:  # a wrong environment variable: one line, no traceback
+        sys.exit(f"manage.py: {exc}")
 
 
 if __name__ == "__main__":

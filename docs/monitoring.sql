@@ -1,13 +1,19 @@
 -- Ready monitoring queries for the outbox, for psql (python manage.py dbshell), a
 -- dashboard or an alerting job. Each is cheap on a table of tens of millions of rows
--- unless its comment says otherwise: they read the monitoring views, the partial
--- indexes of outbox_event, or the catalog. The views (created by migration
--- outbox 0002_operations, SQL in outbox/sql/views.sql):
+-- unless its comment says otherwise: they read the monitoring views (served by the
+-- partial indexes of outbox_event) or the catalog, so the read-only role at the end of
+-- this file can run every one of them. The views (migrations outbox 0002_operations
+-- and 0005_monitoring, SQL in outbox/sql/views.sql and outbox/sql/monitoring.sql):
 --
 --   outbox_stats       one row per topic and status: events, leased, oldest_created_at,
 --                      oldest_age_seconds, max_attempts_seen, estimated
 --   outbox_failures    failed events, newest first
 --   outbox_throughput  done and failed per minute over the last hour
+--   outbox_leases      pending events under a lease: expired, holder_connected
+--   outbox_retention   the oldest done event
+--   outbox_drainers    drainers connected now: state, ages, lock waits, xmin age
+--   outbox_sessions    sessions of this database with an open transaction or snapshot,
+--                      or waiting for a lock (no query text)
 --
 -- On a large table (over 64 MB) outbox_stats estimates the done rows from
 -- PostgreSQL's statistics (estimated = true); pending and failed are always exact.
@@ -72,41 +78,34 @@ SELECT minute, done, failed FROM outbox_throughput;
 -- ---------------------------------------------------------------- leases
 -- Events whose lease has expired: their drainer died or stalled and has not
 -- finished them. They are claimable again (one at a time, as suspects); a steady
--- number here means drainers keep dying on something. Reads the small partial
--- index of leased rows (outbox_event_leased_idx).
+-- number here means drainers keep dying on something. Reads the pending events
+-- (the claim index, outbox_event_claim_idx).
 SELECT id, topic, key, attempts, locked_by, locked_until, now() - locked_until AS expired_for
-FROM outbox_event
-WHERE status = 'pending'
-  AND locked_by IS NOT NULL
-  AND locked_until <= now()
+FROM outbox_leases
+WHERE expired
 ORDER BY id
 LIMIT 50;
 
 -- Leases still running whose holder's session is gone (a drainer was killed). A
 -- running drainer frees them within OUTBOX['RESCUE_INTERVAL'] (5 s by default).
 SELECT locked_by, count(*) AS events
-FROM outbox_event
-WHERE status = 'pending'
-  AND locked_by IS NOT NULL
-  AND locked_until > now()
-  AND locked_by NOT IN (SELECT application_name FROM pg_stat_activity WHERE application_name IS NOT NULL)
+FROM outbox_leases
+WHERE NOT expired
+  AND NOT holder_connected
 GROUP BY locked_by;
 
 
 -- ---------------------------------------------------------------- drainers
 -- Drainers connected now: drain_outbox names its sessions outbox:<host>:<pid>:<random>
--- (two sessions each: one working, one LISTENing). Alert when it is 0 while events
--- are pending. Seeing other sessions' state needs pg_read_all_stats (see the GRANTs).
-SELECT application_name AS drainer,
-       count(*) AS sessions,
-       min(backend_start) AS connected_since,
-       max(now() - state_change) FILTER (WHERE state = 'idle in transaction') AS idle_in_transaction_for,
-       string_agg(DISTINCT coalesce(client_addr::text, 'local'), ', ') AS from_hosts
-FROM pg_stat_activity
-WHERE datname = current_database()
-  AND application_name LIKE 'outbox:%'
-GROUP BY application_name
-ORDER BY application_name;
+-- (two sessions each: one working, one LISTENing). Alert when there is none while
+-- events are pending, or when one sits idle in a transaction or waits for a lock.
+SELECT drainer, sessions, connected_since, states,
+       round(idle_in_transaction_seconds) AS idle_in_transaction_seconds,
+       waiting_for_lock, xmin_age, from_hosts
+FROM outbox_drainers;
+
+-- How many, for an alert (0 while outbox_stats shows pending events: start drainers).
+SELECT count(*) AS drainers FROM outbox_drainers;
 
 
 -- ---------------------------------------------------------------- table health
@@ -128,39 +127,63 @@ FROM pg_stat_user_indexes
 WHERE relid = 'outbox_event'::regclass
 ORDER BY pg_relation_size(indexrelid) DESC;
 
--- What holds dead rows back: the oldest transactions of this database. One that has
--- been open for minutes (above all "idle in transaction") keeps every row version
--- deleted since, and every claim reads through them.
-SELECT pid, application_name, usename, state, now() - xact_start AS transaction_age,
-       age(backend_xmin) AS xmin_age, left(query, 100) AS query
-FROM pg_stat_activity
-WHERE datname = current_database()
-  AND xact_start IS NOT NULL
-ORDER BY xact_start
+-- What holds dead rows back: the oldest transactions and snapshots of this database.
+-- One that has been open for minutes (above all "idle in transaction") keeps every
+-- row version deleted since, and every claim reads through them. No query text
+-- here: `manage.py outbox_doctor`, run as the application's role, shows it.
+SELECT pid, application_name, usename, state, round(transaction_age_seconds) AS transaction_age_seconds,
+       xmin_age
+FROM outbox_sessions
+ORDER BY transaction_age_seconds DESC NULLS LAST
 LIMIT 10;
+
+-- Lock waits: who waits, on what, behind whom (blocked_by: pids, also in outbox_sessions).
+SELECT pid, application_name, wait_event, round(state_age_seconds) AS waiting_seconds, blocked_by
+FROM outbox_sessions
+WHERE wait_event_type = 'Lock';
 
 -- Retention: the oldest done event (first entry of outbox_event_done_idx). Older than
 -- OUTBOX['RETENTION'] plus a purge interval or two means nobody purges.
-SELECT min(processed_at) AS oldest_done, now() - min(processed_at) AS age
-FROM outbox_event
-WHERE status = 'done';
+SELECT oldest_done_at, round(oldest_done_age_seconds) AS age_seconds
+FROM outbox_retention;
 
 
 -- ---------------------------------------------------------------- a read-only role
--- outbox_monitor: reads the views and the columns the queries above need, never the
--- payloads, and writes nothing. Run as the owner of the tables (replace shop with
--- the database's name, and the schema if it is not public).
+-- outbox_monitor runs every query above and reads nothing else: not outbox_event (nor
+-- its payloads), no other table (auth_user, django_session, the domain's), no other
+-- session's query text (pg_stat_activity shows it '<insufficient privilege>') and no
+-- session of another database. Never grant it pg_read_all_stats: Django binds
+-- parameters on the client, so the query text of every session holds literal values,
+-- the admin's session keys among them.
+--
+-- What it sees of the server's sessions comes through outbox_drainers and
+-- outbox_sessions, SECURITY DEFINER functions owned by the role that ran migrate (its
+-- rights, a fixed search_path, no query text). They see what that role sees: all of
+-- its own role's sessions (the drainers', when they connect as it), and every session
+-- of the database when it is a superuser or has pg_read_all_stats itself.
+--
+-- last_error, in outbox_failures, is the text of the exception that failed the event.
+-- The outbox puts no payload in it, and pricing's messages name the result and the
+-- constraint it breaks, never the row's values; but a handler of your own may quote
+-- what it read. Leave outbox_failures out of the GRANT below if the role must not see
+-- such text (the failure-rate and per-topic queries do not need it).
+--
+-- Run as the role that ran migrate (replace shop with the database's name, and public
+-- with the schema if it is not public):
 --
 --   CREATE ROLE outbox_monitor LOGIN PASSWORD 'change-me';
 GRANT CONNECT ON DATABASE shop TO outbox_monitor;
 GRANT USAGE ON SCHEMA public TO outbox_monitor;
-GRANT SELECT ON outbox_stats, outbox_failures, outbox_throughput TO outbox_monitor;
--- Every column but payload. outbox_stats needs them too: it reads outbox_event through
--- the function outbox_stats_rows(), which runs with the reader's rights, and PostgreSQL
--- shows a role the column statistics (pg_stats) only of columns it may read (the
--- per-topic estimate of done rows comes from those of topic).
-GRANT SELECT (id, topic, key, status, attempts, available_at, locked_by, locked_until,
-              last_error, created_at, processed_at)
-    ON outbox_event TO outbox_monitor;
--- Other sessions' state and query text in pg_stat_activity (drainers, old transactions).
-GRANT pg_read_all_stats TO outbox_monitor;
+GRANT SELECT ON outbox_stats, outbox_failures, outbox_throughput, outbox_leases, outbox_retention,
+                outbox_drainers, outbox_sessions
+    TO outbox_monitor;
+-- The functions behind outbox_stats, outbox_drainers and outbox_sessions (a view's
+-- reader must be allowed to call them; migration 0004 took them from PUBLIC).
+GRANT EXECUTE ON FUNCTION outbox_stats_rows(), outbox_drainer_sessions(), outbox_session_rows()
+    TO outbox_monitor;
+--
+-- A role set up by an earlier version of this file had pg_read_all_stats and the
+-- columns of outbox_event: take them back.
+--
+--   REVOKE pg_read_all_stats FROM outbox_monitor;
+--   REVOKE SELECT ON outbox_event FROM outbox_monitor;

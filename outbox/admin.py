@@ -61,6 +61,50 @@ STATUS_STYLES: dict[str, str] = {
 }
 #: Sent by the buttons on an event's page, so the action returns to that page.
 RETURN_TO_OBJECT = "_outbox_return_to"
+#: The largest bigint: a longer number is no row's id (and PostgreSQL refuses it).
+BIGINT_MAX = 2**63 - 1
+
+
+def parse_id(text: str | None) -> int | None:
+    """``text`` as a row id, or None when it cannot be one.
+
+    ASCII digits only: ``str.isdigit()`` also accepts ``²`` and other digits that
+    ``int()`` refuses; and within bigint, or the query fails instead of matching nothing.
+    """
+    if not text or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= BIGINT_MAX else None
+
+
+class ShownFiltersOnly:
+    """Only the filters the list shows may be typed into its URL.
+
+    Django lets anyone who may view a list filter it by any lookup on its own
+    columns (``?key__regex=``, ``?payload__contains=``): on a large table each is a
+    scan of every row. Here ``lookup_allowed`` accepts the parameters of the list's
+    own filters and ``extra_lookups`` (links from other pages) and nothing else; the
+    admin answers anything else with 400 Bad Request. So does a NUL character in a
+    value, which no PostgreSQL text can hold (the query would fail).
+    """
+
+    #: Lookups allowed besides the list filters' own, e.g. for links from other pages.
+    extra_lookups: tuple[str, ...] = ()
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return "\x00" not in str(value) and lookup in self.allowed_lookups(request)
+
+    def allowed_lookups(self, request: HttpRequest | None) -> set[str]:
+        allowed = set(self.extra_lookups)
+        filters = self.get_list_filter(request) if request is not None else self.list_filter  # type: ignore[attr-defined]
+        for item in filters:
+            if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
+                allowed.add(item.parameter_name)
+            else:
+                # A field's own filter (choices, boolean): exact value or empty.
+                field = item[0] if isinstance(item, list | tuple) else item
+                allowed |= {f"{field}__exact", f"{field}__isnull"}
+        return allowed
 
 
 def estimated_rows(table: str, using: str) -> int | None:
@@ -188,7 +232,7 @@ class HasErrorFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
     list_display = (
         "id",
         "topic",
@@ -202,6 +246,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
     )
     list_display_links = ("id",)
     list_filter = ("status", TopicFilter, HasErrorFilter)
+    extra_lookups = ("key",)  # the CrawlResult admin links to ?key=<id>&topic=... (the hash index)
     search_fields = ("key",)
     search_help_text = "An exact key (for pricing: a CrawlResult id) or an event id."
     ordering = ("-id",)
@@ -267,8 +312,9 @@ class OutboxEventAdmin(admin.ModelAdmin):
         if not term:
             return queryset, False
         condition = Q(key=term)
-        if term.isdigit() and len(term) < 19:
-            condition |= Q(id=int(term))
+        event_id = parse_id(term)
+        if event_id is not None:
+            condition |= Q(id=event_id)
         return queryset.filter(condition), False
 
     @admin.display(description="status", ordering="status")
@@ -398,14 +444,14 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
     def _after_action(self, request: HttpRequest) -> HttpResponse | None:
         """Back to the event's page when the action came from its buttons."""
-        object_id = request.POST.get(RETURN_TO_OBJECT)
-        if object_id and object_id.isdigit():
-            if OutboxEvent.objects.filter(pk=int(object_id)).exists():
-                return HttpResponseRedirect(
-                    reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[int(object_id)])
-                )
-            return HttpResponseRedirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"))
-        return None
+        if RETURN_TO_OBJECT not in request.POST:
+            return None
+        object_id = parse_id(request.POST[RETURN_TO_OBJECT])
+        if object_id is not None and OutboxEvent.objects.filter(pk=object_id).exists():
+            return HttpResponseRedirect(
+                reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[object_id])
+            )
+        return HttpResponseRedirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"))
 
     # ------------------------------------------------------------ actions
 

@@ -1,6 +1,9 @@
 """The one place that reads ``settings.OUTBOX``.
 
-Every key is optional. Units: seconds for every duration, events for sizes.
+Every key is optional. Units: seconds for every duration, events for sizes. Each
+value has bounds (``_RULES``): timeouts and intervals at most MAX_TIMEOUT (what
+PostgreSQL accepts, ~24.8 days), delays and ages at most MAX_AGE (100 years), NaN
+and infinities never.
 ``drain_outbox`` flags override these per process. Invalid values are reported by
 the system checks (``outbox.E001`` ...) at start-up and raise ``OutboxConfigError``
 when read.
@@ -68,25 +71,75 @@ _DEFAULTS: dict[str, Any] = {
     "ERROR_MAX_LENGTH": DEFAULT_ERROR_MAX_LENGTH,
 }
 
-# key -> (type, minimum, check id). Minimum is inclusive.
-_RULES: dict[str, tuple[type, float, str]] = {
-    "BATCH_SIZE": (int, 1, "outbox.E001"),
-    "MAX_ATTEMPTS": (int, 1, "outbox.E002"),
-    "BACKOFF_BASE": (float, 0, "outbox.E003"),
-    "BACKOFF_CAP": (float, 0, "outbox.E004"),
-    "BACKOFF_JITTER": (float, 0, "outbox.E005"),
-    "LEASE": (float, 1, "outbox.E006"),
-    "POLL_INTERVAL": (float, 0.01, "outbox.E007"),
-    "NOTIFY": (bool, 0, "outbox.E008"),
-    "RETENTION": (float, 0, "outbox.E009"),
-    "PURGE_INTERVAL": (float, 0, "outbox.E010"),
-    "PURGE_CHUNK": (int, 1, "outbox.E011"),
-    "RESCUE_INTERVAL": (float, 0, "outbox.E012"),
-    "STATEMENT_TIMEOUT": (float, 0, "outbox.E013"),
-    "LOCK_TIMEOUT": (float, 0, "outbox.E014"),
-    "ERROR_MAX_LENGTH": (int, 100, "outbox.E015"),
+#: The longest timeout PostgreSQL accepts, in seconds: statement_timeout, lock_timeout
+#: and idle_in_transaction_session_timeout (which a drainer sets to its lease) are
+#: milliseconds in a 32-bit int, 2,147,483,647 ms (about 24.8 days). Every wait of a
+#: drainer is bounded by it too (epoll takes milliseconds in an int as well).
+MAX_TIMEOUT = 2_147_483.0
+#: The longest delay or age, in seconds (100 years): now() plus or minus it must stay
+#: a timestamp that PostgreSQL and Python both hold.
+MAX_AGE = 100 * 365 * 86_400.0
+#: Most events or rows in one statement and transaction.
+MAX_BATCH = 100_000
+#: Most attempts: the backoff doubles per attempt, and 2 ** 1024 is no float.
+MAX_ATTEMPTS = 1000
+#: Longest last_error kept, in characters.
+MAX_ERROR_LENGTH = 1_000_000
+_TIMEOUT = " seconds (24.8 days, the longest timeout PostgreSQL accepts)"
+_AGE = " seconds (100 years)"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one OUTBOX key may be: its type, bounds (inclusive), unit and check id."""
+
+    kind: type
+    minimum: float
+    maximum: float
+    check_id: str
+    unit: str = ""
+
+    def problem(self, value: Any, shown: str | None = None) -> str | None:
+        """What is wrong with ``value`` ("must be ..., got ..."), or None. ``shown``: how
+        to quote it (a flag's text as typed; the repr by default)."""
+        got = shown if shown is not None else repr(value)
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"must be true or false, got {got}"
+        ok_types: tuple[type, ...] = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok_types):
+            return f"must be {'a whole number' if self.kind is int else 'a number'}, got {got}"
+        if not self.minimum <= value <= self.maximum:  # NaN fails both comparisons
+            return f"must be from {_number(self.minimum)} to {_number(self.maximum)}{self.unit}, got {got}"
+        return None
+
+
+_RULES: dict[str, Rule] = {
+    "BATCH_SIZE": Rule(int, 1, MAX_BATCH, "outbox.E001"),
+    "MAX_ATTEMPTS": Rule(int, 1, MAX_ATTEMPTS, "outbox.E002"),
+    "BACKOFF_BASE": Rule(float, 0, MAX_AGE, "outbox.E003", _AGE),
+    "BACKOFF_CAP": Rule(float, 0, MAX_AGE, "outbox.E004", _AGE),
+    "BACKOFF_JITTER": Rule(float, 0, 1, "outbox.E005"),
+    "LEASE": Rule(float, 1, MAX_TIMEOUT, "outbox.E006", _TIMEOUT),
+    "POLL_INTERVAL": Rule(float, 0.01, MAX_TIMEOUT, "outbox.E007", _TIMEOUT),
+    "NOTIFY": Rule(bool, 0, 0, "outbox.E008"),
+    "RETENTION": Rule(float, 0, MAX_AGE, "outbox.E009", _AGE),
+    "PURGE_INTERVAL": Rule(float, 0, MAX_TIMEOUT, "outbox.E010", _TIMEOUT),
+    "PURGE_CHUNK": Rule(int, 1, MAX_BATCH, "outbox.E011"),
+    "RESCUE_INTERVAL": Rule(float, 0, MAX_TIMEOUT, "outbox.E012", _TIMEOUT),
+    "STATEMENT_TIMEOUT": Rule(float, 0, MAX_TIMEOUT, "outbox.E013", _TIMEOUT),
+    "LOCK_TIMEOUT": Rule(float, 0, MAX_TIMEOUT, "outbox.E014", _TIMEOUT),
+    "ERROR_MAX_LENGTH": Rule(int, 100, MAX_ERROR_LENGTH, "outbox.E015"),
 }
 UNKNOWN_KEY_ID = "outbox.E000"
+
+
+def rule(key: str) -> Rule:
+    """The rule of one OUTBOX key (the drain_outbox flags that override it use it too)."""
+    return _RULES[key]
 
 
 @dataclass(frozen=True)
@@ -123,16 +176,9 @@ def validate(raw: Any) -> list[tuple[str, str]]:
             known = ", ".join(sorted(_RULES))
             problems.append((UNKNOWN_KEY_ID, f"OUTBOX[{key!r}] is not a known setting (known: {known})"))
             continue
-        kind, minimum, check_id = _RULES[key]
-        if kind is bool:
-            if not isinstance(value, bool):
-                problems.append((check_id, f"OUTBOX[{key!r}] must be true or false, got {value!r}"))
-            continue
-        ok_types: tuple[type, ...] = (int,) if kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, ok_types):
-            problems.append((check_id, f"OUTBOX[{key!r}] must be a {kind.__name__}, got {value!r}"))
-        elif value < minimum:
-            problems.append((check_id, f"OUTBOX[{key!r}] must be >= {minimum}, got {value!r}"))
+        problem = _RULES[key].problem(value)
+        if problem is not None:
+            problems.append((_RULES[key].check_id, f"OUTBOX[{key!r}] {problem}"))
     if not problems:
         cap = raw.get("BACKOFF_CAP", DEFAULT_BACKOFF_CAP)
         base = raw.get("BACKOFF_BASE", DEFAULT_BACKOFF_BASE)

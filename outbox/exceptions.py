@@ -28,5 +28,5 @@ class AbandonedEvent(OutboxError):
     """The event's runs never finished max_attempts times (each killed or stalled its drainer)."""
 
 
-class HandlerStartError(OutboxError, ImproperlyConfigured):
-    """A handler's on_start hook failed: the drainer claims nothing."""
+class HandlerStartFailed(OutboxError, ImproperlyConfigured):
+    """A handler's on_start raised: the drainer must not claim anything."""

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from outbox.exceptions import HandlerAlreadyRegistered, PayloadError
+from outbox.exceptions import HandlerAlreadyRegistered, HandlerStartFailed, PayloadError
 
 #: Largest payload a drainer reads (bytes of its JSON text); a larger one fails its event.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
@@ -228,6 +228,20 @@ class HandlerRegistry:
         )
         self._handlers[topic] = registration
         return registration
+
+    def start(self, topics: Iterable[str] | None = None) -> None:
+        """Run the ``on_start`` of every registration (only of ``topics`` when given),
+        in topic order. The first that raises stops it: ``HandlerStartFailed`` names
+        the topic and says why, and the drainer must not claim."""
+        wanted = set(topics) if topics else None
+        for topic in self.topics():
+            registration = self._handlers[topic]
+            if registration.on_start is None or (wanted is not None and topic not in wanted):
+                continue
+            try:
+                registration.on_start()
+            except Exception as exc:
+                raise HandlerStartFailed(f"the handler of {topic} cannot start: {exc}") from exc
 
     def unregister(self, topic: str) -> None:
         self._handlers.pop(topic, None)

@@ -37,6 +37,7 @@ from pgtrigger.core import OUTDATED, UNINSTALLED
 from outbox.conf import get_settings
 from outbox.handlers import Event, HandlerRegistry, registry
 from outbox.models import EventStatus
+from outbox.schema import not_migrated_message, unapplied_migrations
 from outbox.sql import queries
 
 logger = logging.getLogger(__name__)
@@ -710,10 +711,16 @@ def _check_triggers(cursor: Any, using: str) -> list[Check]:
 
 
 def doctor(limits: DoctorLimits | None = None, *, using: str = DEFAULT_DB_ALIAS) -> DoctorReport:
-    """Check what counts alone do not show: the claim plan, the xmin horizon, dead
-    rows and vacuum, leases of dead drainers, retention, the outbox triggers."""
+    """Check what counts alone do not show: the schema (migrations applied; nothing
+    else is checked without it), the claim plan, the xmin horizon, dead rows and
+    vacuum, leases of dead drainers, retention, the outbox triggers."""
     limits = limits or DoctorLimits()
     report = DoctorReport()
+    unapplied = unapplied_migrations(("outbox",), using=using)
+    if unapplied:  # every other check reads the outbox's tables and views
+        report.checks.append(Check("schema", "fail", not_migrated_message(unapplied, using=using)))
+        return report
+    report.checks.append(Check("schema", "ok", "every outbox migration is applied"))
     with connections[using].cursor() as cursor:
         report.checks.append(_check_claim_plan(cursor, limits, using))
         report.checks.extend(_check_transactions(cursor, limits))

@@ -13,18 +13,20 @@ import uuid
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_field
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Case, F, Q, QuerySet, TextField, When
+from django.db.models.functions import Cast
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from outbox.admin import STATUS_STYLES, EstimatedCountPaginator
+from outbox.admin import STATUS_STYLES, EstimatedCountPaginator, ShownFiltersOnly, parse_id
 from outbox.models import OutboxEvent
 from pricing.auto_record import get_config, queries
-from pricing.models import CRAWL_RESULT_CREATED, CrawlResult, PriceHistory, Product
+from pricing.models import CRAWL_RESULT_CREATED, CRAWLED_AT_RANGE, CrawlResult, PriceHistory, Product
 from pricing.services import REPLAYABLE, backfill
 
 #: Rows sampled for the source filter's choices (plus the column statistics).
@@ -34,8 +36,8 @@ PRODUCT_CHOICES_MAX = 100
 ESTIMATED_CHANGE_LIST = "admin/outbox/estimated_change_list.html"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View-only rows; large-table settings."""
+class ReadOnlyAdmin(ShownFiltersOnly, admin.ModelAdmin):
+    """View-only rows; large-table settings; only the shown filters in the URL."""
 
     change_list_template = ESTIMATED_CHANGE_LIST
     paginator = EstimatedCountPaginator
@@ -81,20 +83,18 @@ class ProductFilter(admin.SimpleListFilter):
         products = list(Product.objects.order_by("sku").values_list("id", "sku")[: PRODUCT_CHOICES_MAX + 1])
         if len(products) <= PRODUCT_CHOICES_MAX:
             return [(str(pk), sku) for pk, sku in products]
-        selected = self.value()
-        if selected and selected.isdigit():
-            product = Product.objects.filter(pk=int(selected)).values_list("id", "sku").first()
+        selected = parse_id(self.value())
+        if selected is not None:
+            product = Product.objects.filter(pk=selected).values_list("id", "sku").first()
             if product:
                 return [(str(product[0]), product[1])]
         return []
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if not value:
+        if not self.value():
             return queryset
-        if not value.isdigit():
-            return queryset.none()
-        return queryset.filter(product_id=int(value))
+        product_id = parse_id(self.value())
+        return queryset.none() if product_id is None else queryset.filter(product_id=product_id)
 
 
 def _events_url(result_id: uuid.UUID) -> str:
@@ -108,10 +108,10 @@ class CrawlResultAdmin(ReadOnlyAdmin):
         "short_id",
         "product",
         "source",
-        "price",
+        "price_shown",
         "currency",
         "confidence",
-        "crawled_at",
+        "crawled_at_shown",
         "history_record_status",
         "history_record_reason",
         "outbox_events",
@@ -124,11 +124,11 @@ class CrawlResultAdmin(ReadOnlyAdmin):
     # Newest first: the primary key is a random UUID, so crawled_at is the order;
     # filtered by status it reads pricing_cr_record_status (see docs/operations.md).
     ordering = ("-crawled_at",)
-    sortable_by = ("crawled_at",)
+    sortable_by = ("crawled_at_shown",)
     actions = ("enqueue_again",)
-    readonly_fields = ("outbox_event_list",)
+    readonly_fields = ("price_shown", "crawled_at_shown", "outbox_event_list")
     fieldsets = (
-        (None, {"fields": ("id", "product", "source", "price", "currency", "confidence", "crawled_at")}),
+        (None, {"fields": ("id", "product", "source", "price_shown", "currency", "confidence", "crawled_at_shown")}),
         (
             "Recording",
             {
@@ -142,6 +142,36 @@ class CrawlResultAdmin(ReadOnlyAdmin):
             },
         ),
     )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CrawlResult]:
+        # crawled_at as a datetime only where Python can hold it, and as PostgreSQL
+        # prints it: a row from before the CHECK constraints (migration 0005) may hold
+        # 'infinity', which psycopg cannot load, and one such row broke the whole list.
+        low, high = CRAWLED_AT_RANGE
+        readable = Q(crawled_at__gt=low, crawled_at__lt=high)
+        return (
+            super()
+            .get_queryset(request)
+            .defer("crawled_at")
+            .annotate(
+                crawled_at_value=Case(When(readable, then=F("crawled_at")), default=None),
+                crawled_at_text=Cast("crawled_at", TextField()),
+            )
+        )
+
+    @admin.display(description="price", ordering="price")
+    def price_shown(self, obj: CrawlResult) -> str:
+        # A NaN price (a row from before the CHECK constraints) cannot be formatted as a number.
+        if obj.price is not None and not obj.price.is_finite():
+            return str(obj.price)
+        return display_for_field(obj.price, CrawlResult._meta.get_field("price"), self.get_empty_value_display())
+
+    @admin.display(description="crawled at", ordering="crawled_at")
+    def crawled_at_shown(self, obj: CrawlResult) -> str:
+        value = obj.crawled_at_value  # type: ignore[attr-defined]
+        if value is None:
+            return obj.crawled_at_text  # type: ignore[attr-defined]
+        return display_for_field(value, CrawlResult._meta.get_field("crawled_at"), self.get_empty_value_display())
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[CrawlResult], search_term: str
@@ -231,7 +261,7 @@ class PriceHistoryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ShownFiltersOnly, admin.ModelAdmin):
     list_display = ("sku", "name", "history_link")
     search_fields = ("=sku", "name")
     ordering = ("sku",)

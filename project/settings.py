@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from project.database import database_settings, embedded_database_url
+from project.environment import log_level
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -84,7 +85,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # drain_outbox flags override them per process.
 OUTBOX: dict[str, object] = {}
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOG_LEVEL = log_level(os.environ.get("LOG_LEVEL", "INFO"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

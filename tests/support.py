@@ -48,6 +48,18 @@ def current_database_url() -> str:
     return f"postgres://{auth}{quote(str(host), safe='')}:{port}/{s['NAME']}"
 
 
+def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py`` in a real subprocess with ``env``; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def drainer_env(settings_module: str = "project.settings", **extra: str) -> dict[str, str]:
     """The environment of a drainer subprocess of the current test database."""
     return fleet.drainer_env(current_database_url(), settings_module, **extra)

@@ -74,7 +74,7 @@ class Buckets:
             before, after = self.owned.get(topic, frozenset()), owned.get(topic, frozenset())
             if before != after:
                 logger.info(
-                    "drainer=%s topic=%s buckets=%d took=%d gave=%d",
+                    "drainer=%s topic=%s buckets=%d gained=%d released=%d",
                     self.store.identity,
                     topic,
                     len(after),

@@ -10,6 +10,7 @@ ridden out by the session. docs/guarantees.md explains every step.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import psycopg
@@ -22,7 +23,7 @@ from outbox.drainer.execute import Executor
 from outbox.drainer.report import DrainResult
 from outbox.drainer.session import Outage, Session
 from outbox.drainer.store import ClaimedRow, Store
-from outbox.exceptions import HandlerStartError, OutboxConfigError
+from outbox.exceptions import OutboxConfigError
 from outbox.handlers import Event, HandlerRegistry, ordered_topics_of_triggers, registry
 from outbox.signals import batch_claimed, drainer_started, drainer_stopped, reconnected
 
@@ -83,11 +84,30 @@ class Drainer:
                 result = self.run_once()
                 total += result
                 if not result.claimed and not self._stopping:
-                    self.wakeup.wait(self.settings.poll_interval)
+                    self._idle()
             except (DatabaseError, psycopg.Error) as exc:
                 self.session.fault(exc, outage, self.config.give_up_after)
         self._leave(total)
         return total
+
+    def _idle(self) -> None:
+        """Sleep until a NOTIFY or the poll interval; wake meanwhile for the duties that fall due.
+
+        A drainer with nothing to do still says it is alive and takes its share of
+        the buckets every REBALANCE_INTERVAL; it goes back to claiming as soon as the
+        rebalance gives it buckets, a NOTIFY comes, or the poll interval is over.
+        """
+        deadline = time.monotonic() + self.settings.poll_interval
+        while not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.wakeup.wait(min(left, self.duties.seconds_until_due())):
+                return
+            before = self.buckets.owned
+            self.duties.run_due()
+            if self.buckets.owned != before:
+                return
 
     def drain(self) -> DrainResult:
         """Process every event this drainer can own and run now, then return (``--once``)."""
@@ -176,13 +196,7 @@ class Drainer:
         self.session.connect(outage)
         if self._prepared:
             return
-        for topic in self.topics:
-            registration = self.registry.get(topic)
-            if registration is not None and registration.on_start is not None:
-                try:
-                    registration.on_start()
-                except Exception as exc:
-                    raise HandlerStartError(f"topic {topic!r}: on_start failed: {exc}") from exc
+        self.registry.start(self.topics)
         self.buckets.prepare()
         self.buckets.rebalance()
         self.wakeup.ensure_listening()

@@ -52,8 +52,13 @@ class Duties:
                 duty.last = now
                 duty.run()
 
-    def get(self, name: str) -> Duty:
-        return next(duty for duty in self.duties if duty.name == name)
+    def seconds_until_due(self) -> float:
+        """Seconds until the next duty is due (0: one is due now)."""
+        now = time.monotonic()
+        waits = [
+            0.0 if duty.last is None else max(duty.last + duty.every - now, 0.0) for duty in self.duties if duty.every
+        ]
+        return min(waits, default=float("inf"))
 
 
 def rescue(store: Store, expiry: float) -> int:

@@ -121,8 +121,11 @@ class Wakeup:
         self._tokens = min(EMPTY_CLAIM_BURST, self._tokens + (now - self._refilled) * EMPTY_CLAIMS_PER_SECOND)
         self._refilled = now
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until a NOTIFY, interrupt() or ``timeout``, then until an empty claim is allowed."""
+    def wait(self, timeout: float) -> bool:
+        """Sleep until a NOTIFY, interrupt() or ``timeout``, then until an empty claim is allowed.
+
+        Returns whether a notification or interrupt() ended it (False: the timeout).
+        """
         try:
             listener = self._listening()
         except psycopg.Error as exc:
@@ -140,10 +143,11 @@ class Wakeup:
                 for key, _ in selector.select(max(deadline - time.monotonic(), 0.0)):
                     if key.fd == self._pipe_r:
                         os.read(self._pipe_r, 1024)
-                        return
+                        return True
                     if listener is not None:
-                        self._drain_notifications(listener)
+                        notified = self._drain_notifications(listener)
         self._pause()
+        return notified
 
     def _pause(self) -> None:
         """Wait until the rate limit allows another claim (interruptible)."""

@@ -49,8 +49,9 @@ decided AS (
                -- NaN sorts above every number in PostgreSQL: > 1 catches it.
                WHEN f.confidence IS NULL OR f.confidence < 0 OR f.confidence > 1 THEN 'invalid_confidence'
                WHEN f.confidence < %(min_confidence)s THEN 'low_confidence'
-               WHEN f.price IS NULL OR f.price = 'NaN' OR f.price <= 0 THEN 'invalid_price'
-               WHEN NOT isfinite(f.crawled_at) THEN 'bad_crawled_at'
+               WHEN f.price IS NULL OR f.price IN ('NaN', 'Infinity') OR f.price <= 0 THEN 'invalid_price'
+               -- Python's datetime holds years 1 to 9999; the table's CHECK says the same.
+               WHEN NOT (f.crawled_at >= '0001-01-01' AND f.crawled_at < '10000-01-01') THEN 'bad_crawled_at'
                WHEN f.crawled_at < l.crawled_at THEN 'stale'
                ELSE 'eligible'
            END AS verdict
@@ -116,8 +117,9 @@ SELECT 'failed', 0, d.event_id,
            WHEN d.result_id IS NULL THEN format('event key %%L is not a CrawlResult id (a UUID)', d.key)
            WHEN d.verdict = 'missing'
                THEN format('CrawlResult %%s does not exist (deleted after its event was written?)', d.key)
-           ELSE format('CrawlResult %%s has crawled_at %%s, which is not a point in time: '
-                       'fix the row, then outbox_retry the event', d.key, d.crawled_at)
+           ELSE format('CrawlResult %%s cannot be judged: its crawled_at %%s is outside the years 1 to 9999; '
+                       'fix or delete the row, then retry its event (pricing_crawlresult''s CHECK constraints '
+                       'refuse such values)', d.key, d.crawled_at)
        END
 FROM decided AS d
 WHERE d.verdict IN ('missing', 'bad_crawled_at');

@@ -193,7 +193,7 @@ def test_concurrent_backfills_take_turns_and_never_duplicate(other: psycopg.Conn
     [
         (["--status", "recorded"], "--status: invalid choice: 'recorded'"),
         (["--since", "last week"], "--since: must be a date or time such as 2026-11-01"),
-        (["--chunk-size", "0"], "--chunk-size: must be >= 1, got 0"),
+        (["--chunk-size", "0"], "--chunk-size: must be from 1 to 100000, got 0"),
         (["--source", ""], "--source: must not be empty"),
     ],
 )

@@ -117,9 +117,9 @@ def test_purge_command() -> None:
     [
         (["outbox_status", "--fail-if-lag-over", "soon"], "--fail-if-lag-over: must be a duration such as 90s"),
         (["outbox_status", "--topic", " "], "--topic: must not be empty"),
-        (["outbox_retry", "--limit", "0"], "--limit: must be >= 1, got 0"),
+        (["outbox_retry", "--limit", "0"], "--limit: must be from 1 to 9223372036854775807 (bigint), got 0"),
         (["outbox_retry", "--id", "x"], "--id: must be a whole number, got 'x'"),
-        (["outbox_retry", "--chunk-size", "-3"], "--chunk-size: must be >= 1, got -3"),
+        (["outbox_retry", "--chunk-size", "-3"], "--chunk-size: must be from 1 to 100000, got -3"),
         (["outbox_purge", "--older-than", "7 days"], "--older-than: must be a duration such as 90s"),
         (["outbox_purge", "--status", "pending"], "--status: invalid choice: 'pending'"),
         (["outbox_doctor", "--max-dead-ratio", "2"], "--max-dead-ratio: must be from 0 to 1, got 2"),

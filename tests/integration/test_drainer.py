@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox.drainer import Drainer, DrainerConfig
-from outbox.exceptions import HandlerStartError
+from outbox.exceptions import HandlerStartFailed
 from outbox.handlers import BatchResult, Event, HandlerRegistry
 from outbox.models import OutboxEvent
 from outbox.signals import batch_claimed
@@ -320,7 +320,7 @@ def test_on_start_runs_once_before_the_first_claim_and_a_failure_claims_nothing(
     handlers.register("test.start", lambda e: None, on_start=broken_config)
     make_event("test.start", "a")
     d = drainer()
-    with pytest.raises(HandlerStartError, match="topic 'test.start': on_start failed: auto-record config"):
+    with pytest.raises(HandlerStartFailed, match="the handler of test.start cannot start: auto-record config"):
         d.drain()
     d.close()
     assert starts == ["start"]
@@ -404,11 +404,11 @@ def test_purge_removes_only_expired_done_events() -> None:
 @pytest.mark.parametrize(
     ("args", "text"),
     [
-        (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size: must be from 1 to 100000, got 0"),
         (["--batch-size", "ten"], "--batch-size: must be a whole number, got 'ten'"),
-        (["--interval", "-1"], "--interval: must be >= 0, got -1"),
-        (["--interval", "0"], "--interval: must be > 0, got 0"),
-        (["--max-attempts", "0"], "--max-attempts: must be >= 1, got 0"),
+        (["--interval", "-1"], "--interval: must be from 0.01 to 2147483 seconds .*, got -1"),
+        (["--interval", "0"], "--interval: must be from 0.01 to 2147483 seconds .*, got 0"),
+        (["--max-attempts", "0"], "--max-attempts: must be from 1 to 1000, got 0"),
         (["--lease", "abc"], "--lease: must be a number of seconds, got 'abc'"),
     ],
 )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import manage as run_manage
 
 pytestmark = pytest.mark.process
 
@@ -18,14 +17,7 @@ pytestmark = pytest.mark.process
 def manage(*args: str, pgdata: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
     env["EMBEDDED_PGDATA"] = str(pgdata)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_manage(*args, env=env)
 
 
 def test_fresh_data_dir_migrate_drain_status_stop() -> None:

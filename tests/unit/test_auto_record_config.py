@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pricing.auto_record import (
+    CONFIG_MAX_BYTES,
     DEFAULT_CONFIG_PATH,
     AutoRecordConfig,
     AutoRecordConfigError,
@@ -77,3 +78,63 @@ def test_bad_config_stops_manage_py_through_the_system_check(tmp_path: Path, mon
     monkeypatch.setenv("AUTO_RECORD_CONFIG", str(write(tmp_path, {"min_confidence": 2})))
     with pytest.raises(SystemCheckError, match=r"pricing.E001.*'min_confidence' must be from 0 to 1, got 2"):
         call_command("check")
+
+
+@pytest.mark.parametrize("source", ["html_ml ", " html_ml", "html_ml\t"])
+def test_a_source_with_surrounding_spaces_is_an_error(source: str) -> None:
+    # Sources are matched exactly: "html_ml " used to skip every result, silently.
+    with pytest.raises(AutoRecordConfigError, match="must not start or end with spaces") as excinfo:
+        parse_config({"allowed_sources": [source]}, origin="test.json")
+    assert repr(source) in str(excinfo.value)
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "twice.json"
+    path.write_text('{"min_confidence": 0.9, "min_confidence": 0.1}')
+    with pytest.raises(AutoRecordConfigError, match="twice.json: not valid JSON: key 'min_confidence' appears twice"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"enabled": true, "allowed_sources": ["html_\xff"]}', "not UTF-8 text (byte 0xff at offset 44)"),
+        (b"\xef\xbb\xbf{}", "Unexpected UTF-8 BOM"),
+        (b" " * (CONFIG_MAX_BYTES + 1), f"larger than {CONFIG_MAX_BYTES:,} bytes"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"\x00\x00\x00", "Expecting value"),
+    ],
+)
+def test_what_is_not_a_json_config_gets_the_invalid_json_error(tmp_path: Path, content: bytes, says: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(AutoRecordConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value).startswith(f"{path}: not valid JSON: "), excinfo.value
+    assert says in str(excinfo.value)
+
+
+def test_dev_zero_is_refused_at_the_size_limit_not_read_forever() -> None:
+    with pytest.raises(AutoRecordConfigError, match=r"/dev/zero: not valid JSON: larger than 1,048,576 bytes"):
+        load_config(Path("/dev/zero"))
+
+
+def test_the_handler_loads_its_config_at_start_and_names_the_bad_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outbox.exceptions import HandlerStartFailed
+    from outbox.handlers import registry
+    from pricing import auto_record
+    from pricing.models import CRAWL_RESULT_CREATED
+
+    registration = registry.get(CRAWL_RESULT_CREATED)
+    assert registration is not None and registration.on_start is auto_record.load_at_start
+    monkeypatch.setattr(auto_record, "_config", None)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    monkeypatch.setenv("AUTO_RECORD_CONFIG", str(broken))
+    with pytest.raises(HandlerStartFailed) as excinfo:
+        registry.start([CRAWL_RESULT_CREATED])
+    expected = f"the handler of {CRAWL_RESULT_CREATED} cannot start: {broken}: not valid JSON"
+    assert str(excinfo.value).startswith(expected), excinfo.value
+    registry.start(["some.other.topic"])  # only the drained topics' handlers start

@@ -25,10 +25,27 @@ def test_overrides_apply() -> None:
 @pytest.mark.parametrize(
     ("raw", "check_id", "text"),
     [
-        ({"MAX_ATTEMPTS": 0}, "outbox.E002", "OUTBOX['MAX_ATTEMPTS'] must be >= 1, got 0"),
-        ({"BATCH_SIZE": "10"}, "outbox.E001", "OUTBOX['BATCH_SIZE'] must be a int, got '10'"),
+        ({"MAX_ATTEMPTS": 0}, "outbox.E002", "OUTBOX['MAX_ATTEMPTS'] must be from 1 to 1000, got 0"),
+        ({"BATCH_SIZE": "10"}, "outbox.E001", "OUTBOX['BATCH_SIZE'] must be a whole number, got '10'"),
         ({"NOTIFY": "no"}, "outbox.E008", "OUTBOX['NOTIFY'] must be true or false, got 'no'"),
-        ({"LEASE": 0.5}, "outbox.E006", "OUTBOX['LEASE'] must be >= 1, got 0.5"),
+        ({"LEASE": 0.5}, "outbox.E006", "OUTBOX['LEASE'] must be from 1 to 2147483 seconds"),
+        # NaN compares false with every bound; infinities and huge values overflow PostgreSQL
+        ({"LEASE": float("nan")}, "outbox.E006", "OUTBOX['LEASE'] must be from 1 to 2147483 seconds (24.8 days"),
+        ({"POLL_INTERVAL": float("inf")}, "outbox.E007", "OUTBOX['POLL_INTERVAL'] must be from 0.01 to 2147483"),
+        ({"BACKOFF_CAP": float("inf")}, "outbox.E004", "OUTBOX['BACKOFF_CAP'] must be from 0 to 3153600000 seconds"),
+        ({"BACKOFF_CAP": 1e12}, "outbox.E004", "(100 years), got 1000000000000.0"),
+        ({"BACKOFF_BASE": float("nan")}, "outbox.E003", "OUTBOX['BACKOFF_BASE'] must be from 0 to"),
+        ({"BACKOFF_JITTER": 5}, "outbox.E005", "OUTBOX['BACKOFF_JITTER'] must be from 0 to 1, got 5"),
+        ({"LEASE": 3_000_000}, "outbox.E006", "the longest timeout PostgreSQL accepts), got 3000000"),
+        ({"STATEMENT_TIMEOUT": 2_200_000}, "outbox.E013", "OUTBOX['STATEMENT_TIMEOUT'] must be from 0 to 2147483"),
+        ({"LOCK_TIMEOUT": float("-inf")}, "outbox.E014", "got -inf"),
+        ({"RETENTION": float("inf")}, "outbox.E009", "OUTBOX['RETENTION'] must be from 0 to 3153600000"),
+        ({"RESCUE_INTERVAL": 1e300}, "outbox.E012", "got 1e+300"),
+        ({"PURGE_INTERVAL": float("nan")}, "outbox.E010", "got nan"),
+        ({"BATCH_SIZE": 10**20}, "outbox.E001", "must be from 1 to 100000, got 100000000000000000000"),
+        ({"PURGE_CHUNK": 10**12}, "outbox.E011", "must be from 1 to 100000"),
+        ({"MAX_ATTEMPTS": 5000}, "outbox.E002", "must be from 1 to 1000, got 5000"),
+        ({"ERROR_MAX_LENGTH": 2**31}, "outbox.E015", "must be from 100 to 1000000"),
         ({"BATCH": 5}, "outbox.E000", "OUTBOX['BATCH'] is not a known setting"),
         ({"BACKOFF_BASE": 10, "BACKOFF_CAP": 5}, "outbox.E004", "must be >= BACKOFF_BASE"),
     ],
@@ -43,3 +60,18 @@ def test_invalid(raw: dict[str, object], check_id: str, text: str) -> None:
 def test_system_check_stops_manage_py() -> None:
     with override_settings(OUTBOX={"MAX_ATTEMPTS": 0}), pytest.raises(SystemCheckError, match="outbox.E002"):
         call_command("check")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{"BATCH_SIZE": "x"}, {"LEASE": float("nan")}, {"BACKOFF_CAP": float("inf")}, {"NOPE": 1}],
+)
+def test_help_works_whatever_the_settings(raw: dict[str, object]) -> None:
+    """The parsers read OUTBOX for their defaults before the checks run: an invalid
+    one must not make --help (or the check's own message) a traceback."""
+    from django.core.management import load_command_class
+
+    with override_settings(OUTBOX=raw):
+        for name in ("drain_outbox", "outbox_purge"):
+            parser = load_command_class("outbox", name).create_parser("manage.py", name)
+            assert "--help" in parser.format_help()

@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
-from outbox.conf import get_settings
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
-from outbox.exceptions import HandlerStartError, OutboxConfigError
-from outbox.management.commands._args import positive_float, positive_int
+from outbox.exceptions import HandlerStartFailed, OutboxConfigError
+from outbox.management.commands._args import positive_float, setting, settings_or_defaults
+from outbox.management.commands._preflight import preflight
 
 _VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -24,29 +25,29 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        s = get_settings()
+        s = settings_or_defaults()
         parser.add_argument("--once", action="store_true", help="Drain every event available now, then exit 0.")
         parser.add_argument(
             "--batch-size",
-            type=positive_int,
+            type=setting("BATCH_SIZE"),
             default=s.batch_size,
             help="Events claimed per batch (default: %(default)r).",
         )
         parser.add_argument(
             "--max-attempts",
-            type=positive_int,
+            type=setting("MAX_ATTEMPTS"),
             default=s.max_attempts,
             help="Handler runs before an event is failed (docs/guarantees.md#attempts) (default: %(default)r).",
         )
         parser.add_argument(
             "--interval",
-            type=positive_float,
+            type=setting("POLL_INTERVAL"),
             default=s.poll_interval,
             help="Seconds between polls when no NOTIFY arrives (default: %(default)r).",
         )
         parser.add_argument(
             "--lease",
-            type=positive_float,
+            type=setting("LEASE"),
             default=s.lease,
             help="Seconds a claim is held before another drainer may take it back (default: %(default)r).",
         )
@@ -101,6 +102,10 @@ class Command(BaseCommand):
             for topic in options["topics"]:
                 if not topic.strip():
                     raise CommandError("--topic must not be empty")
+        if options["once"]:
+            # Run mode waits for a database that is down or not migrated yet; --once says so.
+            preflight(None, unreachable_ok=True)
+            connections.close_all()  # the drainer names and sets up its session when it connects
         try:
             drainer = Drainer(config)
         except OutboxConfigError as exc:
@@ -108,7 +113,7 @@ class Command(BaseCommand):
         try:
             with drainer.signals_handled():
                 result = drainer.drain() if options["once"] else drainer.run()
-        except (DatabaseUnavailable, HandlerStartError) as exc:
+        except (DatabaseUnavailable, HandlerStartFailed) as exc:
             raise CommandError(str(exc)) from exc
         finally:
             drainer.close()

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from outbox import services
 from outbox.management.commands._args import duration, format_duration, fraction
+from outbox.management.commands._preflight import preflight
 from outbox.management.commands.outbox_status import console_for
 
 _STYLES = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -51,6 +52,7 @@ class Command(BaseCommand):
         parser.add_argument("--strict", action="store_true", help="Exit 1 on a warning too.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        preflight(())  # the settings and the connection; the schema is the doctor's first check
         limits = services.DoctorLimits(
             max_transaction_age=options["max_transaction_age"],
             max_dead_ratio=options["max_dead_ratio"],

@@ -13,8 +13,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from outbox import services
-from outbox.conf import get_settings
-from outbox.management.commands._args import duration, format_duration, positive_int
+from outbox.management.commands._args import chunk_size, duration_with_unit, format_duration, settings_or_defaults
+from outbox.management.commands._preflight import preflight
 from outbox.management.commands.outbox_status import console_for
 
 
@@ -26,10 +26,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        s = get_settings()
+        s = settings_or_defaults()
         parser.add_argument(
             "--older-than",
-            type=duration,
+            type=duration_with_unit,
             default=format_duration(s.retention),
             metavar="AGE",
             help="Only events finished longer ago than this: 90s, 15m, 12h, 7d, 2w; the default is "
@@ -48,7 +48,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--chunk-size",
-            type=positive_int,
+            type=chunk_size,
             default=s.purge_chunk,
             metavar="N",
             help="Rows deleted per statement and transaction; the default is OUTBOX['PURGE_CHUNK'] "
@@ -57,6 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        preflight()
         status = options["status"]
         older_than = options["older_than"]
         if status == "failed" and not options["yes"] and not options["dry_run"]:

@@ -7,7 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox import services
-from outbox.management.commands._args import non_empty, positive_int
+from outbox.management.commands._args import chunk_size, non_empty, positive_int
+from outbox.management.commands._preflight import preflight
 
 
 class Command(BaseCommand):
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--chunk-size",
-            type=positive_int,
+            type=chunk_size,
             default=services.DEFAULT_CHUNK,
             metavar="N",
             help="Events per statement and transaction (default: %(default)r).",
@@ -50,6 +51,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count what would be retried; change nothing.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        preflight()
         ids = options["ids"]
         try:
             count = services.retry(

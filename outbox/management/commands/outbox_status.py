@@ -16,6 +16,7 @@ from rich.table import Table
 
 from outbox import services
 from outbox.management.commands._args import duration, format_duration, non_empty
+from outbox.management.commands._preflight import preflight
 
 #: Exit status of --fail-if-lag-over when the lag is over the limit.
 LAG_EXIT_CODE = 2
@@ -64,6 +65,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        preflight()
         result = services.status(topics=options["topics"])
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=False))

@@ -19,7 +19,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from outbox.management.commands._args import moment, non_empty, positive_int
+from outbox.management.commands._args import chunk_size, moment, non_empty
+from outbox.management.commands._preflight import preflight
 from outbox.management.commands.outbox_status import console_for
 from pricing.services import DEFAULT_CHUNK, REPLAYABLE, UNPROCESSED, backfill
 
@@ -60,7 +61,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--chunk-size",
-            type=positive_int,
+            type=chunk_size,
             default=DEFAULT_CHUNK,
             metavar="N",
             help="Results per INSERT and transaction (default: %(default)r).",
@@ -68,6 +69,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Count the results chosen; enqueue nothing.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        preflight(("outbox", "pricing"))
         statuses = options["statuses"] or [UNPROCESSED]
         kwargs: dict[str, Any] = {
             "statuses": statuses,

@@ -1,0 +1,31 @@
+"""Settings read from the environment, checked where they are read.
+
+A wrong value raises ``SettingsError``, whose message names the variable, its value
+and what is allowed; ``manage.py`` prints it as one line and exits 1 (Django would
+show a traceback from the settings import, or take the command for an unknown one).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The levels LOG_LEVEL may name (any case).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_PASSWORD_RE = re.compile(r"^([^:/]*://[^:@/]*:)[^@]*@")
+
+
+class SettingsError(Exception):
+    """A setting taken from the environment is wrong."""
+
+
+def redacted(url: str) -> str:
+    """A URL fit for an error message: its password replaced by ***."""
+    return _PASSWORD_RE.sub(r"\1***@", url)
+
+
+def log_level(value: str) -> str:
+    """LOG_LEVEL, upper-cased; SettingsError unless it is one of LOG_LEVELS."""
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
