@@ -33,6 +33,8 @@ from outbox.conf import BUCKETS
 
 #: The pricing handler's topic (pricing.models.CRAWL_RESULT_CREATED).
 TOPIC = "pricing.crawl_result.created"
+#: The bench's trivial topic (bench/trivial/apps.py).
+TRIVIAL_TOPIC = "bench.trivial"
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,57 @@ def throughput_ceiling(ctx: Context, workers: int, batch: int) -> dict[str, Any]
         rates.append(n / (max(r[1] for r in results) - go))
         ctx.log(f"  ceiling workers={workers} batch={batch}: {rates[-1]:,.0f} events/s")
     return {"kind": "ceiling", "workers": workers, "batch": batch, "events": n, "rates": rates}
+
+
+def _load_trivial_then_commit(ctx: Context, n: int) -> float:
+    """``n`` events of the trivial topic in one transaction with a NOTIFY; the time just before COMMIT."""
+    with ctx.conn.transaction():
+        ctx.conn.execute(db.queries.trivial_event_seed, {"n": n})
+        ctx.conn.execute(db.queries.trivial_notify)
+        db.analyze(ctx.conn)
+        t0 = time.time()
+    return t0
+
+
+def throughput_trivial_project(ctx: Context, drainers: int, batch: int) -> dict[str, Any]:
+    """Real ``drain_outbox --topic bench.trivial`` processes: the machinery with a handler doing one INSERT."""
+    n, repeats = plan_for(ctx.scale, drainers, batch)
+    rates: list[float] = []
+    ctx.conn.execute(db.queries.trivial_effect_create)
+    extra = ["--topic", TRIVIAL_TOPIC]
+    with DrainerPool(ctx.url, drainers, batch_size=batch, log_dir=ctx.log_dir, extra_args=extra) as pool:
+        pool.wait_ready(ctx.conn)
+        for _ in range(repeats):
+            ctx.note_load("throughput")
+            db.reset(ctx.conn)
+            ctx.conn.execute(db.queries.trivial_effect_reset)
+            t0 = _load_trivial_then_commit(ctx, n)
+            t_end = db.wait_drained(ctx.conn, timeout=60 + n / 100)
+            pool.check_alive()
+            db.check_all_processed(ctx.conn, n, results=False)
+            db.check_trivial_effects(ctx.conn, n)
+            rates.append(n / (t_end - t0))
+            ctx.log(f"  trivial project drainers={drainers} batch={batch}: {rates[-1]:,.0f} events/s")
+    return {"kind": "trivial_project", "workers": drainers, "batch": batch, "events": n, "rates": rates}
+
+
+def throughput_trivial_ceiling(ctx: Context, workers: int, batch: int) -> dict[str, Any]:
+    """The plain-SQL claim / insert / mark-done loop doing exactly the trivial handler's work."""
+    n, repeats = plan_for(ctx.scale, workers, batch)
+    rates: list[float] = []
+    ctx.conn.execute(db.queries.trivial_effect_create)
+    for _ in range(repeats):
+        ctx.note_load("throughput")
+        db.reset(ctx.conn)
+        ctx.conn.execute(db.queries.trivial_effect_reset)
+        ctx.conn.execute(db.queries.trivial_event_seed, {"n": n})
+        db.analyze(ctx.conn)
+        go, results = run_workers([(ceiling_worker, (ctx.url, batch, "trivial"))] * workers, timeout=120 + n / 100)
+        db.check_all_processed(ctx.conn, n, results=False)
+        db.check_trivial_effects(ctx.conn, n)
+        rates.append(n / (max(r[1] for r in results) - go))
+        ctx.log(f"  trivial ceiling workers={workers} batch={batch}: {rates[-1]:,.0f} events/s")
+    return {"kind": "trivial_ceiling", "workers": workers, "batch": batch, "events": n, "rates": rates}
 
 
 class _Vacuumer:

@@ -164,6 +164,13 @@ def check_all_processed(conn: psycopg.Connection[Any], expected: int, *, results
             raise AssertionError(f"{row[0]} crawl results have no outcome after the drain")
 
 
+def check_trivial_effects(conn: psycopg.Connection[Any], expected: int) -> None:
+    """The trivial handler's table has one row per event, no more."""
+    row = conn.execute(queries.trivial_effect_count).fetchone()
+    if row is None or tuple(row) != (expected, expected):
+        raise AssertionError(f"expected {expected} trivial effects of {expected} events, found {row}")
+
+
 def crawl_result_trigger(conn: psycopg.Connection[Any]) -> str:
     rows = conn.execute(queries.crawl_result_user_triggers).fetchall()
     names = [r[0] for r in rows if r[0].startswith("pgtrigger_outbox")]

@@ -115,8 +115,13 @@ def run_workers(jobs: Sequence[tuple[Any, tuple[Any, ...]]], *, timeout: float) 
     return go_time, results
 
 
-def ceiling_worker(go: EventType, out: Any, ready: Any, url: str, batch: int) -> None:
-    """The plain-SQL ceiling: one set-based statement per batch until nothing is left."""
+def ceiling_worker(go: EventType, out: Any, ready: Any, url: str, batch: int, statement: str = "ceiling") -> None:
+    """A plain-SQL drain: one set-based statement per batch until nothing is left.
+
+    ``statement``: ``ceiling`` (the pricing work, ceiling_drain_batch) or
+    ``trivial`` (one row per event, trivial_drain_batch).
+    """
+    sql = db.queries.ceiling_drain_batch if statement == "ceiling" else db.queries.trivial_drain_batch
     try:
         with db.connect(url) as conn:
             conn.execute("SET enable_incremental_sort = off")
@@ -124,7 +129,7 @@ def ceiling_worker(go: EventType, out: Any, ready: Any, url: str, batch: int) ->
             go.wait()
             done = 0
             while True:
-                cursor = conn.execute(db.queries.ceiling_drain_batch, {"batch": batch})
+                cursor = conn.execute(sql, {"batch": batch})
                 if cursor.rowcount == 0:
                     # SKIP LOCKED: another worker may still hold the last rows. Only an
                     # empty pending set ends the drain.

@@ -1,15 +1,16 @@
-"""Where one drainer's time goes: every statement it sends, timed, over a real backlog.
+"""Where one drainer's time goes: its round trips and statements per batch, over a real backlog.
 
-``python bench/profile_drain.py [--events 30000] [--batch 500] [--cprofile]``
+``python bench/profile_drain.py [--events 30000] [--batch 500] [--handler pricing|trivial] [--cprofile]``
 
 Creates its own database (``--database``, default ``bench_profile``) like
-``bench/run.py`` (on ``DATABASE_URL``'s server or the embedded one), loads the
-bench's crawl results, then drains them with one in-process ``Drainer`` (the
-real pricing handler) while ``connection.execute_wrapper`` times each statement.
-Prints the drain rate, then per statement: total ms, executions, ms each, and
-its first line; the rest (Python, the driver, the network) is the difference
-between wall time and the statements' sum. ``--cprofile`` adds the top Python
-functions by cumulative time.
+``bench/run.py`` (on ``DATABASE_URL``'s server or the embedded one), loads a backlog
+(the bench's crawl results, or events of the bench's trivial topic), then drains it
+with one in-process ``Drainer`` through a TCP proxy that counts round trips
+(bench/roundtrips.py), while every statement is timed: the drainer's own (its
+store) and the handler's (Django's ``execute_wrapper``). Prints the drain rate,
+round trips per batch, then per statement: total ms, executions, ms each. The rest
+(Python, the driver, the network) is the difference between wall time and the
+statements' sum. ``--cprofile`` adds the top Python functions by cumulative time.
 """
 
 from __future__ import annotations
@@ -31,41 +32,83 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import db  # noqa: E402
+from bench.roundtrips import RoundTripProxy  # noqa: E402
 
 
 def _label(sql: str) -> str:
     """The statement's name (outbox.sql.Queries prefixes it), else its first line."""
-    match = re.match(r"/\* (\w+) \*/", sql)
-    if match:
-        return match.group(1)
+    names = re.findall(r"/\* (\w+) \*/", sql)
+    if names:
+        return "+".join(names)
     return re.sub(r'"s\d+_x\d+"', '"..."', sql.strip().splitlines()[0])[:70]
+
+
+def load(url: str, handler: str, events: int) -> None:
+    with db.connect(url) as conn:
+        if handler == "trivial":
+            conn.execute(db.queries.trivial_effect_create)
+            conn.execute(db.queries.trivial_event_seed, {"n": events})
+        else:
+            db.seed_products(conn)
+            db.seed_results(conn, events)
+        db.analyze(conn)
+
+
+def count_round_trips(proxy: RoundTripProxy, config: Any, batches: int) -> tuple[int, int]:
+    """Drain ``batches`` batches through the proxy: (round trips, batches), set-up excluded."""
+    from django.db import connections
+
+    from outbox.drainer import Drainer
+
+    settings = connections["default"].settings_dict
+    direct = dict(settings)
+    settings.update(HOST="127.0.0.1", PORT=str(proxy.port))
+    connections["default"].close()
+    drainer = Drainer(config)
+    try:
+        drainer.run_once()  # prepares (joins, takes the buckets) and drains a first batch
+        before, done = proxy.total(), 0
+        while done < batches and drainer.run_once().claimed:
+            done += 1
+        return proxy.total() - before, max(done, 1)
+    finally:
+        drainer.close()
+        connections["default"].close()
+        settings.clear()
+        settings.update(direct)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=30_000, help="Backlog to drain (default: %(default)s).")
     parser.add_argument("--batch", type=int, default=500, help="Batch size (default: %(default)s).")
+    parser.add_argument("--handler", choices=("pricing", "trivial"), default="pricing", help="(default: %(default)s)")
     parser.add_argument("--database", default="bench_profile", help="Database to (re)create (default: %(default)r).")
-    parser.add_argument("--keep", type=int, default=0, help="Stop with this many events left and keep the database.")
+    parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
+    parser.add_argument(
+        "--round-trip-batches", type=int, default=200, help="Batches counted through the proxy (default: %(default)s)."
+    )
     parser.add_argument("--cprofile", action="store_true", help="Also print the top Python functions.")
     args = parser.parse_args(argv)
 
     server = db.resolve_server()
     url = db.recreate_database(server, args.database)
     db.migrate(url)
-    with db.connect(url) as conn:
-        db.seed_products(conn)
-        db.seed_results(conn, args.events)
-        db.analyze(conn)
+    load(url, args.handler, args.events)
 
+    # Timing runs direct; round trips are counted through the proxy (its threads
+    # share this interpreter, so it would slow what it measures) on a short drain first.
+    proxy = RoundTripProxy(url)
+    proxy.start()
     os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     import django
 
     django.setup()
     from django.db import connection
 
     from outbox.drainer import Drainer, DrainerConfig
+    from outbox.drainer.store import Store
 
     timings: dict[str, list[float]] = defaultdict(list)
 
@@ -76,36 +119,54 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             timings[_label(sql)].append(time.perf_counter() - start)
 
-    drainer = Drainer(DrainerConfig.from_settings(batch_size=args.batch))
+    # Bench-only instrumentation of the store's one entry point for statements.
+    store_execute = Store._execute
+
+    def store_timed(self: Store, sql: str, params: Any = None) -> Any:
+        start = time.perf_counter()
+        try:
+            return store_execute(self, sql, params)
+        finally:
+            timings[_label(sql)].append(time.perf_counter() - start)
+
+    Store._execute = store_timed  # type: ignore[method-assign]
+    topics = ["bench.trivial"] if args.handler == "trivial" else ["pricing.crawl_result.created"]
+    config = DrainerConfig.from_settings(batch_size=args.batch, notify=False, topics=topics)
+    round_trips, counted = count_round_trips(proxy, config, args.round_trip_batches)
+    drainer = Drainer(config)
     profiler = cProfile.Profile() if args.cprofile else None
-    done = 0
-    start = time.perf_counter()
-    cpu_start = time.process_time()
+    done = batches = 0
     with connection.execute_wrapper(timed):
+        drainer.run_once()  # prepares (joins, takes the buckets) and drains the first batch
+        timings.clear()
+        start = time.perf_counter()
+        cpu_start = time.process_time()
         if profiler:
             profiler.enable()
         while True:
-            if args.keep and args.events - done <= args.keep:
-                break
             result = drainer.run_once()
             if not result.claimed:
                 break
             done += result.done
+            batches += 1
         if profiler:
             profiler.disable()
-    wall = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
     drainer.close()
     connection.close()
 
+
     in_statements = sum(sum(v) for v in timings.values())
-    print(f"drained {done:,} events in {wall:.2f} s = {done / wall:,.0f} events/s (batch {args.batch})")
+    proxy.stop()
+    print(f"drained {done:,} events in {wall:.2f} s = {done / wall:,.0f} events/s (batch {args.batch}, {args.handler})")
+    print(f"round trips per batch: {round_trips / counted:.2f} ({round_trips:,} over {counted:,} batches, first ones)")
+    print(f"drainer process CPU: {cpu * 1000:,.0f} ms ({cpu / max(done, 1) * 1e6:,.1f} us per event)")
     outside = (wall - in_statements) * 1000
-    print(f"drainer process CPU: {cpu * 1000:,.0f} ms ({cpu / max(done, 1) * 1e6:,.0f} us per event)")
-    print(f"statements: {in_statements * 1000:,.0f} ms; outside them (Python, driver, COMMIT): {outside:,.0f} ms")
+    print(f"statements: {in_statements * 1000:,.0f} ms; outside them (Python, driver, BEGIN): {outside:,.0f} ms")
     for label, values in sorted(timings.items(), key=lambda kv: -sum(kv[1])):
         total = sum(values) * 1000
-        print(f"{total:10.1f} ms {len(values):6d}x {total / len(values):8.2f} ms/each  {label}")
+        print(f"{total:10.1f} ms {len(values):6d}x {total / len(values):8.3f} ms/each  {label}")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
     if not args.keep:

@@ -179,6 +179,14 @@ CREATE TABLE IF NOT EXISTS bench_trivial_effect (event_id bigint NOT NULL);
 -- name: trivial_effect_reset
 TRUNCATE bench_trivial_effect;
 
+-- name: trivial_effect_count
+-- Effects and distinct events that have one (equal: no event handled twice).
+SELECT count(*), count(DISTINCT event_id) FROM bench_trivial_effect;
+
+-- name: trivial_notify
+-- What the trigger would send for these events: idle drainers wake at commit.
+SELECT pg_notify('outbox', 'bench.trivial');
+
 -- name: trivial_effect_insert
 -- The trivial handler's only statement: one row per event of the batch.
 INSERT INTO bench_trivial_effect (event_id) SELECT unnest(%(ids)s::bigint[]);

@@ -52,6 +52,10 @@ DEFAULT_STATEMENT_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 10.0
 #: Longest ``last_error`` kept, in characters.
 DEFAULT_ERROR_MAX_LENGTH = 4000
+#: Whether drainers run their per-batch statements as server-side prepared statements
+#: (planned once per session). Off behind a pooler in transaction mode (PgBouncer
+#: before 1.21), which cannot keep a prepared statement on one server connection.
+DEFAULT_PREPARED_STATEMENTS = True
 
 _DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": DEFAULT_BATCH_SIZE,
@@ -69,6 +73,7 @@ _DEFAULTS: dict[str, Any] = {
     "STATEMENT_TIMEOUT": DEFAULT_STATEMENT_TIMEOUT,
     "LOCK_TIMEOUT": DEFAULT_LOCK_TIMEOUT,
     "ERROR_MAX_LENGTH": DEFAULT_ERROR_MAX_LENGTH,
+    "PREPARED_STATEMENTS": DEFAULT_PREPARED_STATEMENTS,
 }
 
 #: The longest timeout PostgreSQL accepts, in seconds: statement_timeout, lock_timeout
@@ -133,6 +138,7 @@ _RULES: dict[str, Rule] = {
     "STATEMENT_TIMEOUT": Rule(float, 0, MAX_TIMEOUT, "outbox.E013", _TIMEOUT),
     "LOCK_TIMEOUT": Rule(float, 0, MAX_TIMEOUT, "outbox.E014", _TIMEOUT),
     "ERROR_MAX_LENGTH": Rule(int, 100, MAX_ERROR_LENGTH, "outbox.E015"),
+    "PREPARED_STATEMENTS": Rule(bool, 0, 0, "outbox.E016"),
 }
 UNKNOWN_KEY_ID = "outbox.E000"
 
@@ -161,6 +167,7 @@ class OutboxSettings:
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     error_max_length: int = DEFAULT_ERROR_MAX_LENGTH
+    prepared_statements: bool = DEFAULT_PREPARED_STATEMENTS
 
     def replace(self, **changes: Any) -> OutboxSettings:
         return dataclasses.replace(self, **changes)

@@ -68,12 +68,13 @@ class OutboxEvent(models.Model):
         ]
         indexes = [
             # The claim index: a claim reads `WHERE status = 'pending' AND topic = t ORDER BY
-            # id LIMIT n` for each topic it handles, about n entries, however many done rows
-            # the table holds (partial) and however long a backlog of other topics is ahead
-            # (topic first). No column a claim changes is indexed, so the claim's update can
-            # be HOT (docs/guarantees.md#the-claim).
+            # id, bucket LIMIT n` for each topic it handles, about n entries, however many
+            # done rows the table holds (partial) and however long a backlog of other topics
+            # is ahead (topic first). bucket makes the claim's order one that only this index
+            # gives (not the primary key). No column a claim changes is indexed, so the
+            # claim's update can be HOT (docs/guarantees.md#the-claim).
             models.Index(
-                fields=["topic", "id"],
+                fields=["topic", "id", "bucket"],
                 name="outbox_event_claim_idx",
                 condition=models.Q(status="pending"),
             ),

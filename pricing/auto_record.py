@@ -46,7 +46,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, IntegrityError, connection, transaction
 
 from outbox.handlers import BatchResult, Event
-from outbox.sql import Queries
+from outbox.sql import Queries, array_literal, text_array_literal
 
 CONFIG_ENV = "AUTO_RECORD_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("auto_record_config.json")
@@ -286,7 +286,8 @@ def record_batch(events: Sequence[Event]) -> BatchResult:
         cursor.execute(
             queries.crawl_result_record_batch,
             {
-                "events": json.dumps([[e.id, e.key] for e in events]),
+                "event_ids": array_literal(e.id for e in events),
+                "keys": text_array_literal(e.key for e in events),
                 "enabled": config.enabled,
                 "allowed_sources": sorted(config.allowed_sources),
                 "min_confidence": config.min_confidence,

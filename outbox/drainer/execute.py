@@ -106,8 +106,7 @@ class Executor:
         self, events: Sequence[Event], counted: frozenset[int], decide: Callable[[Sequence[Event]], _Verdicts]
     ) -> DrainResult:
         result = DrainResult()
-        with transaction.atomic(using=self.using):
-            usable, unusable = self.store.lock_batch([e.id for e in events], self.ordered)
+        with self.store.processing([e.id for e in events], self.ordered) as (usable, unusable):
             mine = [e for e in events if e.id in usable]
             result.lost = len(events) - len(usable) - len(unusable)
             if result.lost:

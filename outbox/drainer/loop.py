@@ -50,7 +50,7 @@ class Drainer:
         self.identity = identity or make_identity()
         self.topics = self._handled_topics()
         self.ordered = self._ordered_topics()
-        self.store = Store(using, self.identity)
+        self.store = Store(using, self.identity, prepare=s.prepared_statements)
         self.wakeup = Wakeup(self.identity, listen=s.notify, connect_params=self._listen_params)
         self.session = Session(self.store, s, on_reconnect=self._release_lost, sleep=self.wakeup.sleep)
         self.buckets = Buckets(self.store, handled=self.topics, ordered=self.ordered, expiry=s.lease, sender=self)

@@ -1,26 +1,29 @@
 """Every statement the drainer runs, one typed method each: the only module with cursors.
 
 The statements are named blocks of ``outbox/sql/queries.sql``. They run on the raw
-psycopg connection under Django's (so inside the handler's transaction), through
-one client-side-binding cursor per connection: the simple query protocol, which
-lets the acks and the COMMIT travel as one string, one round trip
-(docs/guarantees.md#round-trips).
+psycopg connection under Django's, so inside the handler's transaction, through
+server-side-binding cursors: the per-batch ones as prepared statements (planned
+once per session; ``OUTBOX["PREPARED_STATEMENTS"]``). A processing transaction
+costs two round trips of its own: BEGIN with the lock of its batch, and the acks
+with the COMMIT, each sent as one pipeline (docs/guarantees.md#round-trips).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from django.db import connections
+from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from psycopg.pq import TransactionStatus
 from psycopg.types.datetime import TimestamptzLoader
 
 from outbox.handlers import MAX_PAYLOAD_BYTES
-from outbox.sql import array_literal, queries, script
+from outbox.sql import array_literal, queries
 
 
 @dataclass(frozen=True)
@@ -75,31 +78,35 @@ def claim_params(
 class Store:
     """The drainer's statements on the connection of one database alias."""
 
-    def __init__(self, using: str, identity: str) -> None:
+    def __init__(self, using: str, identity: str, *, prepare: bool = True) -> None:
         self.using = using
         self.identity = identity
-        self._cursor: psycopg.ClientCursor[Any] | None = None
-        self._cursor_of: object = None
+        self.prepare = prepare
+        self._cursors: list[psycopg.Cursor[Any]] = []
+        self._cursors_of: object = None
 
     @property
     def connection(self) -> BaseDatabaseWrapper:
         return connections[self.using]
 
-    def _cur(self) -> psycopg.ClientCursor[Any]:
-        """A cursor on the current raw connection, made again after a reconnect."""
+    def _cur(self, index: int = 0) -> psycopg.Cursor[Any]:
+        """Server-binding cursor ``index`` on the current raw connection (made again after a reconnect)."""
+        self.connection.ensure_connection()
         raw = self.connection.connection
-        if self._cursor is None or self._cursor_of is not raw or self._cursor.closed:
-            cursor = psycopg.ClientCursor(raw)
+        if self._cursors_of is not raw:
+            self._cursors, self._cursors_of = [], raw
+        while len(self._cursors) <= index:
+            cursor = psycopg.Cursor(raw)
             # psycopg's own (C) timestamptz loader: the ORM's, registered by Django
             # on the connection, is Python code run for every value.
             cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
-            self._cursor, self._cursor_of = cursor, raw
-        return self._cursor
+            self._cursors.append(cursor)
+        return self._cursors[index]
 
-    def _execute(self, sql: str, params: Mapping[str, Any] | None = None) -> psycopg.ClientCursor[Any]:
-        self.connection.ensure_connection()
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None, *, hot: bool = False) -> psycopg.Cursor[Any]:
+        """Run one statement on its own (autocommit); ``hot``: a per-batch one, prepared."""
         cursor = self._cur()
-        cursor.execute(sql, params or {})
+        cursor.execute(sql, params or {}, prepare=hot and self.prepare)
         return cursor
 
     # ------------------------------------------------------------ session
@@ -160,27 +167,62 @@ class Store:
         self, *, ordered: Mapping[str, str], unordered: Sequence[str], batch: int, lease: float
     ) -> list[ClaimedRow]:
         """Claim a batch: ``ordered`` maps a topic to the hex mask of the buckets owned."""
-        cursor = self._execute(
-            queries.event_claim_batch,
-            claim_params(self.identity, ordered=ordered, unordered=unordered, batch=batch, lease=lease),
-        )
+        params = claim_params(self.identity, ordered=ordered, unordered=unordered, batch=batch, lease=lease)
+        cursor = self._execute(queries.event_claim_batch, params, hot=True)
         return [ClaimedRow(*row) for row in cursor.fetchall()]
 
     def count_attempt(self, event_id: int) -> int | None:
         """Count a suspect's attempt (committed on its own); None: it is not ours any more."""
-        row = self._execute(queries.event_count_attempt, {"id": event_id, "me": self.identity}).fetchone()
+        row = self._execute(queries.event_count_attempt, {"id": event_id, "me": self.identity}, hot=True).fetchone()
         return None if row is None else int(row[0])
 
-    def lock_batch(self, ids: Sequence[int], ordered: Sequence[str]) -> tuple[set[int], set[int]]:
-        """First statement of a processing transaction: (ids we may run, ids to give back)."""
-        cursor = self._execute(
-            queries.event_lock_batch, {"ids": array_literal(ids), "ordered": list(ordered), "me": self.identity}
-        )
+    @contextmanager
+    def processing(self, ids: Sequence[int], ordered: Sequence[str]) -> Iterator[tuple[set[int], set[int]]]:
+        """A processing transaction: yields (ids we may run, ids to give back), all locked.
+
+        BEGIN goes in one round trip with ``event_lock_batch``; the block must end
+        with ``ack_and_commit`` (or raise: then it is rolled back). Inside, Django
+        is in an atomic block as with ``transaction.atomic()``: the handler's own
+        ``atomic()`` blocks are savepoints, its ``on_commit`` callbacks run after the
+        COMMIT. (psycopg stays in autocommit mode, so that BEGIN travels with the
+        lock: Django's own atomic() would send it alone, one more round trip.)
+        """
+        conn = self.connection
+        begin, lock = self._cur(0), self._cur(1)
+        raw = begin.connection
+        with raw.pipeline():
+            begin.execute(queries.transaction_begin)
+            lock.execute(
+                queries.event_lock_batch,
+                {"ids": array_literal(ids), "ordered": list(ordered), "me": self.identity},
+                prepare=self.prepare,
+            )
         usable: set[int] = set()
         unusable: set[int] = set()
-        for event_id, ok in cursor.fetchall():
+        for event_id, ok in lock.fetchall():
             (usable if ok else unusable).add(event_id)
-        return usable, unusable
+        conn.autocommit = False  # Django's view: a transaction is open (it is)
+        try:
+            with transaction.atomic(using=self.using, savepoint=False):
+                yield usable, unusable
+            if raw.pgconn.transaction_status != TransactionStatus.IDLE:
+                raise RuntimeError("a processing transaction ended without ack_and_commit()")
+        except BaseException:
+            self._rollback(raw)
+            conn.needs_rollback = False
+            conn.run_on_commit = []
+            raise
+        finally:
+            conn.autocommit = True
+        conn.run_and_clear_commit_hooks()
+
+    def _rollback(self, raw: psycopg.Connection[Any]) -> None:
+        if raw.closed or raw.pgconn.transaction_status == TransactionStatus.IDLE:
+            return
+        try:
+            raw.execute(queries.transaction_rollback)
+        except psycopg.Error:
+            pass  # the connection is gone: the server rolled it back
 
     def ack_and_commit(
         self,
@@ -191,30 +233,37 @@ class Store:
         release: Sequence[int] = (),
     ) -> AckCounts:
         """The acks of a processing transaction and its COMMIT, in one round trip."""
-        parts: list[str] = []
-        params: dict[str, Any] = {"me": self.identity}
-        if done:
-            parts.append(queries.event_ack_done)
-            params.update(ids=array_literal(done), counted=array_literal(counted))
+        ack_done, ack_failures, release_cursor, commit = self._cur(0), self._cur(1), self._cur(2), self._cur(3)
+        with ack_done.connection.pipeline():
+            if done:
+                ack_done.execute(
+                    queries.event_ack_done,
+                    {"ids": array_literal(done), "counted": array_literal(counted), "me": self.identity},
+                    prepare=self.prepare,
+                )
+            if failures:
+                ack_failures.execute(
+                    queries.event_ack_failures,
+                    {
+                        "failed_ids": array_literal(f.id for f in failures),
+                        "attempts": [f.attempts for f in failures],
+                        "finals": [f.final for f in failures],
+                        "errors": [f.error for f in failures],
+                        "delays": [f.delay for f in failures],
+                        "me": self.identity,
+                    },
+                    prepare=self.prepare,
+                )
+            if release:
+                release_cursor.execute(
+                    queries.event_release,
+                    {"release_ids": array_literal(release), "release_suspects": "{}", "me": self.identity},
+                    prepare=self.prepare,
+                )
+            commit.execute(queries.transaction_commit)
+        counts = {"done": ack_done.rowcount if done else 0, "retried": 0, "failed": 0}
         if failures:
-            parts.append(queries.event_ack_failures)
-            params.update(
-                failed_ids=array_literal(f.id for f in failures),
-                attempts=[f.attempts for f in failures],
-                finals=[f.final for f in failures],
-                errors=[f.error for f in failures],
-                delays=[f.delay for f in failures],
-            )
-        if release:
-            parts.append(queries.event_release)
-            params.update(release_ids=array_literal(release), release_suspects="{}")
-        cursor = self._execute(script(*parts, queries.transaction_commit), params)
-        counts = {"done": 0, "retried": 0, "failed": 0}
-        if done:
-            counts["done"] = cursor.rowcount
-            cursor.nextset()
-        if failures:
-            finals = [row[1] for row in cursor.fetchall()]
+            finals = [row[1] for row in ack_failures.fetchall()]
             counts["failed"] = sum(finals)
             counts["retried"] = len(finals) - counts["failed"]
         return AckCounts(**counts)
@@ -224,6 +273,7 @@ class Store:
         self._execute(
             queries.event_release,
             {"release_ids": array_literal(ids), "release_suspects": array_literal(suspects), "me": self.identity},
+            hot=True,
         )
 
     # ------------------------------------------------------------ faults and maintenance
@@ -241,6 +291,5 @@ class Store:
         return int(row[0]) if row else 0
 
     def forget_cursor(self) -> None:
-        """After the connection is dropped: the next statement makes a new cursor."""
-        self._cursor = None
-        self._cursor_of = None
+        """After the connection is dropped: the next statement makes new cursors."""
+        self._cursors, self._cursors_of = [], None

@@ -4,7 +4,7 @@
   it rewrites nothing).
 * ``outbox_bucket``: one row per (topic, bucket), the drainer that may claim its
   events; ``outbox_drainer``: the drainers running now.
-* The claim index becomes ``(topic, id)``: a claim reads about a batch of entries
+* The claim index becomes ``(topic, id, bucket)``: a claim reads about a batch of entries
   per topic it handles, whatever other topics have pending. The index of leased rows
   goes: nothing reads it any more, and without it no column a claim changes is
   indexed (the claim's update can be HOT).
@@ -101,7 +101,7 @@ class Migration(migrations.Migration):
         AddIndexConcurrently(
             model_name="outboxevent",
             index=models.Index(
-                condition=models.Q(("status", "pending")), fields=["topic", "id"], name="outbox_event_claim_idx"
+                condition=models.Q(("status", "pending")), fields=["topic", "id", "bucket"], name="outbox_event_claim_idx"
             ),
         ),
         RemoveIndexConcurrently(model_name="outboxevent", name="outbox_event_claim_v1_idx"),

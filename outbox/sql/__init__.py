@@ -98,6 +98,23 @@ def array_literal(values: Iterable[int | uuid.UUID]) -> str:
 _ARRAY_TYPES = {int, uuid.UUID}
 
 
+def text_array_literal(values: Iterable[str]) -> str:
+    """``values`` as one PostgreSQL text[] literal, each element quoted, e.g. ``'{"a","b\\"c"}'``.
+
+    For ``%(x)s::text[]``, like array_literal and for the same reason: one string the
+    server reads exactly (double quotes and backslashes escaped), where psycopg would
+    quote element by element. A NUL cannot be in a PostgreSQL text value: refused.
+    """
+    items = []
+    for value in values:
+        if type(value) is not str:
+            raise TypeError(f"text_array_literal takes strings, not {type(value).__name__}: {value!r}")
+        if "\x00" in value:
+            raise ValueError(f"text_array_literal: a PostgreSQL text value cannot hold a NUL: {value!r}")
+        items.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(items) + "}"
+
+
 def json_records(rows: Iterable[Mapping[str, Any]]) -> str:
     """Rows as one JSON array, for ``jsonb_to_recordset(%(x)s::jsonb) AS r(col type, ...)``.
 

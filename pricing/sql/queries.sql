@@ -17,10 +17,11 @@
 -- Returns each outcome's count, and one row per event that cannot be handled
 -- (no such result, a key that is no UUID, a crawled_at that is not finite).
 WITH batch AS (
-    SELECT DISTINCT ON (b.key) (b.e ->> 0)::bigint AS event_id, b.key,
+    -- One row per result (two events of one result: the first decides, both are done).
+    SELECT DISTINCT ON (b.key) b.event_id, b.key,
            CASE WHEN b.key ~ '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$' THEN b.key::uuid END AS result_id
-    FROM (SELECT e, e ->> 1 AS key FROM jsonb_array_elements(%(events)s::jsonb) AS e) AS b
-    ORDER BY b.key, (b.e ->> 0)::bigint
+    FROM unnest(%(event_ids)s::bigint[], %(keys)s::text[]) AS b(event_id, key)
+    ORDER BY b.key, b.event_id
 ),
 found AS MATERIALIZED (
     SELECT b.event_id, b.key, b.result_id, cr.id, cr.product_id, cr.source, cr.price, cr.currency, cr.confidence,
