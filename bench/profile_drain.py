@@ -156,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     drainer.close()
     connection.close()
 
-
     in_statements = sum(sum(v) for v in timings.values())
     proxy.stop()
     print(f"drained {done:,} events in {wall:.2f} s = {done / wall:,.0f} events/s (batch {args.batch}, {args.handler})")
