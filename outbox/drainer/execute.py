@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ class BatchReport:
     result: DrainResult
     events: Sequence[Event]
     topics: list[TopicReport]
+    #: The acks of the events whose run failed (retried, or failed for good: ``final``).
+    failures: Sequence[Failure] = ()
+    #: Seconds the transaction took, from its first statement to its COMMIT.
+    seconds: float = 0.0
 
 
 class Executor:
@@ -106,6 +111,7 @@ class Executor:
         self, events: Sequence[Event], counted: frozenset[int], decide: Callable[[Sequence[Event]], _Verdicts]
     ) -> DrainResult:
         result = DrainResult()
+        started = time.perf_counter()
         with transaction.atomic(using=self.using):
             usable, unusable = self.store.lock_batch([e.id for e in events], self.ordered)
             mine = [e for e in events if e.id in usable]
@@ -127,6 +133,7 @@ class Executor:
                 failures=failed,
                 release=sorted(unusable),
             )
+        seconds = time.perf_counter() - started
         result.done, result.retried, result.failed = counts.done, counts.retried, counts.failed
         result.released = len(unusable)
         for topic in verdicts.topics:
@@ -137,7 +144,7 @@ class Executor:
         batch_acked.send(
             sender=type(self._sender),
             drainer=self._sender,
-            report=BatchReport(result=result, events=mine, topics=verdicts.topics),
+            report=BatchReport(result=result, events=mine, topics=verdicts.topics, failures=failed, seconds=seconds),
         )
         return result
 

@@ -25,6 +25,10 @@ SELECT set_config('search_path', format('%I, pg_temp', current_schema()), true);
 ALTER FUNCTION outbox_stats_rows() SECURITY DEFINER SET search_path FROM CURRENT;
 REVOKE ALL ON FUNCTION outbox_stats_rows() FROM PUBLIC;
 
+-- outbox_throughput and outbox_throughput_day read outbox_event through this one.
+ALTER FUNCTION outbox_throughput_rows(interval, interval) SECURITY DEFINER SET search_path FROM CURRENT;
+REVOKE ALL ON FUNCTION outbox_throughput_rows(interval, interval) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION outbox_drainer_sessions()
 RETURNS TABLE (
     drainer text,
