@@ -1,4 +1,5 @@
-"""docs/prometheus-rules.yml: well formed, and every metric it uses is one docs/metrics.md documents.
+"""docs/prometheus-rules.yml and docs/grafana-outbox.json: well formed, and every metric
+they use is one docs/metrics.md documents.
 
 (tests/process/test_metrics_endpoints.py checks those names against what the two
 endpoints really export.) When ``promtool`` is installed (Debian: ``apt-get install
@@ -7,6 +8,7 @@ prometheus``) it checks the file too.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent.parent
 RULES = ROOT / "docs" / "prometheus-rules.yml"
 DOC = ROOT / "docs" / "metrics.md"
+DASHBOARD = ROOT / "docs" / "grafana-outbox.json"
 
 _KEYWORDS = {"by", "without", "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
 _SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_info")
@@ -51,6 +54,15 @@ def metric_names_in_rules() -> set[str]:
             for query in re.findall(r'query\s+"([^"]+)"', str(text)):
                 names |= metric_names(query)
     return names
+
+
+def dashboard_exprs() -> list[str]:
+    data = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [target["expr"] for panel in data["panels"] for target in panel.get("targets", [])]
+
+
+def metric_names_in_dashboard() -> set[str]:
+    return set().union(*(metric_names(expr) for expr in dashboard_exprs()))
 
 
 def documented_names() -> set[str]:
@@ -88,3 +100,13 @@ def test_promtool_accepts_the_rules_when_it_is_installed() -> None:
         return
     done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_dashboard_uses_only_documented_metrics() -> None:
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 20
+    used = metric_names_in_dashboard()
+    unknown = used - documented_names()
+    assert not unknown, f"docs/grafana-outbox.json uses metrics docs/metrics.md does not list: {sorted(unknown)}"
+    for expr in exprs:
+        assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
