@@ -25,7 +25,7 @@ from outbox.drainer.session import is_connection_fault
 from outbox.drainer.store import Failure, Store
 from outbox.exceptions import AbandonedEvent
 from outbox.handlers import BatchResult, Event, HandlerRegistry, Outcomes, Registration
-from outbox.signals import batch_acked, batch_handled
+from outbox.signals import batch_acked, batch_handled, handler_finished, handler_started
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +174,33 @@ class Executor:
         return groups
 
     def _call(self, registration: Registration, events: Sequence[Event]) -> tuple[Outcomes, dict[int, object]]:
-        result = registration.handle_batch(events)
+        """Run one handler on ``events``, between the handler_started and handler_finished signals."""
+        sender, topic = type(self._sender), registration.topic
+        handler_started.send(sender=sender, drainer=self._sender, topic=topic, events=events)
+        outcomes: Outcomes = {}
+        errors: dict[int, object] = {}
+        try:
+            result = registration.handle_batch(events)
+        except Exception as exc:
+            handler_finished.send(
+                sender=sender, drainer=self._sender, topic=topic, events=events, outcomes={}, failed={}, error=exc
+            )
+            raise
         if isinstance(result, BatchResult):
             ids = {e.id for e in events}
-            return result.outcomes, {i: error for i, error in result.failed.items() if i in ids}
-        return (result or {}), {}
+            outcomes, errors = result.outcomes, {i: error for i, error in result.failed.items() if i in ids}
+        else:
+            outcomes = result or {}
+        handler_finished.send(
+            sender=sender,
+            drainer=self._sender,
+            topic=topic,
+            events=events,
+            outcomes=outcomes,
+            failed=errors,
+            error=None,
+        )
+        return outcomes, errors
 
     def _run_fast(self, events: Sequence[Event]) -> _Verdicts:
         verdicts = _Verdicts()
