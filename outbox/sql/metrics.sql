@@ -35,11 +35,13 @@ GROUP BY GROUPING SETS ((t.topic), ())
 HAVING t.topic IS NOT NULL OR GROUPING(t.topic) = 1;
 
 -- name: metrics_xmin_horizon
--- What holds back VACUUM's horizon in this database: the largest xmin age (in
--- transactions) of its other sessions, its prepared transactions and the replication
--- slots, and the age in seconds of its oldest open transaction (ours excluded).
+-- What holds back VACUUM's horizon in this database: the largest age (in transactions)
+-- of its other sessions' snapshots (backend_xmin) or own transaction ids (backend_xid:
+-- an idle transaction that wrote holds the horizon with no snapshot), of its prepared
+-- transactions and of the replication slots; and the age in seconds of its oldest open
+-- transaction (ours excluded).
 SELECT greatest(
-           (SELECT max(age(a.backend_xmin)) FROM pg_stat_activity AS a
+           (SELECT max(greatest(age(a.backend_xmin), age(a.backend_xid))) FROM pg_stat_activity AS a
             WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()),
            (SELECT max(age(p.transaction)) FROM pg_prepared_xacts AS p WHERE p.database = current_database()),
            (SELECT max(age(s.xmin)) FROM pg_replication_slots AS s WHERE s.xmin IS NOT NULL),
