@@ -8,7 +8,10 @@
 --   outbox_stats       one row per topic and status: events, leased, oldest_created_at,
 --                      oldest_age_seconds, max_attempts_seen, estimated
 --   outbox_failures    failed events, newest first
---   outbox_throughput  done and failed per minute over the last hour
+--   outbox_throughput  done and failed per minute over the last hour, and the wait of
+--                      the last event done each minute (wait_seconds)
+--   outbox_throughput_day  the same per 15 minutes over 24 hours (counts a day of done
+--                      events: cost grows with them)
 --   outbox_leases      pending events under a lease: expired, holder_connected
 --   outbox_retention   the oldest done event
 --   outbox_drainers    drainers connected now: state, ages, lock waits, xmin age
@@ -72,7 +75,7 @@ LIMIT 10;
 
 -- ---------------------------------------------------------------- throughput
 -- Done and failed per minute, the last hour, oldest first (zeros included).
-SELECT minute, done, failed FROM outbox_throughput;
+SELECT minute, done, failed, wait_seconds FROM outbox_throughput;
 
 
 -- ---------------------------------------------------------------- leases
@@ -174,12 +177,15 @@ FROM outbox_retention;
 --   CREATE ROLE outbox_monitor LOGIN PASSWORD 'change-me';
 GRANT CONNECT ON DATABASE shop TO outbox_monitor;
 GRANT USAGE ON SCHEMA public TO outbox_monitor;
-GRANT SELECT ON outbox_stats, outbox_failures, outbox_throughput, outbox_leases, outbox_retention,
-                outbox_drainers, outbox_sessions
+GRANT SELECT ON outbox_stats, outbox_failures, outbox_throughput, outbox_throughput_day, outbox_leases,
+                outbox_retention, outbox_drainers, outbox_sessions
     TO outbox_monitor;
--- The functions behind outbox_stats, outbox_drainers and outbox_sessions (a view's
--- reader must be allowed to call them; migration 0004 took them from PUBLIC).
-GRANT EXECUTE ON FUNCTION outbox_stats_rows(), outbox_drainer_sessions(), outbox_session_rows()
+-- The functions behind outbox_stats, outbox_throughput(_day), outbox_drainers and
+-- outbox_sessions (a view's reader must be allowed to call them; the migrations take
+-- them from PUBLIC; 0006 grants outbox_throughput_rows to whoever could read
+-- outbox_throughput already).
+GRANT EXECUTE ON FUNCTION outbox_stats_rows(), outbox_throughput_rows(interval, interval), outbox_drainer_sessions(),
+                          outbox_session_rows()
     TO outbox_monitor;
 --
 -- A role set up by an earlier version of this file had pg_read_all_stats and the

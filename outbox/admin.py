@@ -48,7 +48,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
-from outbox import services
+from outbox import chart, services
 from outbox.handlers import registry
 from outbox.models import EventStatus, OutboxEvent
 from outbox.sql import queries
@@ -383,7 +383,22 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
         context = dict(extra_context or {})
         if request.method == "GET":
             context["outbox_summary"] = self._summary(request)
+            context["outbox_chart"] = self._chart(request)
         return super().changelist_view(request, extra_context=context)
+
+    def _chart(self, request: HttpRequest) -> dict[str, Any]:
+        """The throughput chart (outbox.chart); its span comes from ?chart=, which the list never sees."""
+        span = request.GET.get(chart.PARAM, chart.DEFAULT_SPAN)
+        if chart.PARAM in request.GET:
+            request.GET = request.GET.copy()
+            del request.GET[chart.PARAM]
+        if span not in chart.SPANS:
+            span = chart.DEFAULT_SPAN
+        context = chart.chart_context(span, chart.cached_series(chart.SPANS[span]))
+        query = request.GET.copy()
+        query[chart.PARAM] = context["other_span"]
+        context["other_url"] = f"?{query.urlencode()}"
+        return context
 
     def _summary(self, request: HttpRequest) -> dict[str, Any]:
         result = _status_for(request)

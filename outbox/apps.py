@@ -1,3 +1,6 @@
+import importlib.util
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -8,3 +11,16 @@ class OutboxConfig(AppConfig):
 
     def ready(self) -> None:
         from outbox import checks  # noqa: F401  (registers the system checks)
+
+        # Spans only if OpenTelemetry is installed (find_spec imports nothing) and, once a
+        # drainer starts, a tracer provider is configured (outbox.tracing).
+        if importlib.util.find_spec("opentelemetry") is not None:
+            from outbox.signals import drainer_started
+
+            drainer_started.connect(_start_tracing, dispatch_uid="outbox.tracing.start")
+
+
+def _start_tracing(sender: Any, **kwargs: Any) -> None:
+    from outbox import tracing
+
+    tracing.install()

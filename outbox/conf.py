@@ -12,6 +12,7 @@ when read.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,8 @@ DEFAULT_ERROR_MAX_LENGTH = 4000
 #: (planned once per session). Off behind a pooler in transaction mode (PgBouncer
 #: before 1.21), which cannot keep a prepared statement on one server connection.
 DEFAULT_PREPARED_STATEMENTS = True
+#: Whether ``/outbox/metrics`` answers at all (off: 404, whoever asks).
+DEFAULT_METRICS = False
 
 _DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": DEFAULT_BATCH_SIZE,
@@ -74,6 +77,11 @@ _DEFAULTS: dict[str, Any] = {
     "LOCK_TIMEOUT": DEFAULT_LOCK_TIMEOUT,
     "ERROR_MAX_LENGTH": DEFAULT_ERROR_MAX_LENGTH,
     "PREPARED_STATEMENTS": DEFAULT_PREPARED_STATEMENTS,
+    "METRICS": DEFAULT_METRICS,
+    # Who may read /outbox/metrics besides logged-in staff: networks (CIDR or
+    # single addresses) and one "user:password" for HTTP basic auth; neither by default.
+    "METRICS_ALLOWED_IPS": (),
+    "METRICS_BASIC_AUTH": None,
 }
 
 #: The longest timeout PostgreSQL accepts, in seconds: statement_timeout, lock_timeout
@@ -139,7 +147,10 @@ _RULES: dict[str, Rule] = {
     "LOCK_TIMEOUT": Rule(float, 0, MAX_TIMEOUT, "outbox.E014", _TIMEOUT),
     "ERROR_MAX_LENGTH": Rule(int, 100, MAX_ERROR_LENGTH, "outbox.E015"),
     "PREPARED_STATEMENTS": Rule(bool, 0, 0, "outbox.E016"),
+    "METRICS": Rule(bool, 0, 0, "outbox.E030"),
 }
+#: Keys that are not numbers: each has its own check (see _structured_problem).
+_STRUCTURED_IDS = {"METRICS_ALLOWED_IPS": "outbox.E031", "METRICS_BASIC_AUTH": "outbox.E032"}
 UNKNOWN_KEY_ID = "outbox.E000"
 
 
@@ -168,6 +179,9 @@ class OutboxSettings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     error_max_length: int = DEFAULT_ERROR_MAX_LENGTH
     prepared_statements: bool = DEFAULT_PREPARED_STATEMENTS
+    metrics: bool = DEFAULT_METRICS
+    metrics_allowed_ips: tuple[str, ...] = ()
+    metrics_basic_auth: str | None = None
 
     def replace(self, **changes: Any) -> OutboxSettings:
         return dataclasses.replace(self, **changes)
@@ -179,8 +193,13 @@ def validate(raw: Any) -> list[tuple[str, str]]:
         return [(UNKNOWN_KEY_ID, f"OUTBOX must be a dict, got {type(raw).__name__} {raw!r}")]
     problems: list[tuple[str, str]] = []
     for key, value in raw.items():
+        if key in _STRUCTURED_IDS:
+            problem = _structured_problem(key, value)
+            if problem is not None:
+                problems.append((_STRUCTURED_IDS[key], f"OUTBOX[{key!r}] {problem}"))
+            continue
         if key not in _RULES:
-            known = ", ".join(sorted(_RULES))
+            known = ", ".join(sorted([*_RULES, *_STRUCTURED_IDS]))
             problems.append((UNKNOWN_KEY_ID, f"OUTBOX[{key!r}] is not a known setting (known: {known})"))
             continue
         problem = _RULES[key].problem(value)
@@ -194,6 +213,25 @@ def validate(raw: Any) -> list[tuple[str, str]]:
     return problems
 
 
+def _structured_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a METRICS_* value that is not a number, or None."""
+    if key == "METRICS_ALLOWED_IPS":
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return f"must be a list of networks such as ['10.0.0.0/8', '::1'], got {value!r}"
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except (TypeError, ValueError):
+                return f"must hold IP networks or addresses such as '10.0.0.0/8' or '::1', got {item!r}"
+        return None
+    if value is None:
+        return None
+    if not isinstance(value, str) or ":" not in value or not value.split(":", 1)[0] or not value.split(":", 1)[1]:
+        # Never echo the value: it is a password.
+        return "must be None or 'user:password' (both parts non-empty)"
+    return None
+
+
 def get_settings() -> OutboxSettings:
     """The validated OUTBOX settings, defaults filled in."""
     raw = getattr(settings, "OUTBOX", {}) or {}
@@ -201,4 +239,5 @@ def get_settings() -> OutboxSettings:
     if problems:
         raise OutboxConfigError("; ".join(f"{msg} ({cid})" for cid, msg in problems))
     values = {**_DEFAULTS, **raw}
+    values["METRICS_ALLOWED_IPS"] = tuple(values["METRICS_ALLOWED_IPS"])
     return OutboxSettings(**{key.lower(): value for key, value in values.items()})

@@ -679,34 +679,63 @@ def _outbox_triggers() -> list[tuple[Any, pgtrigger.Trigger]]:
     return found
 
 
+@dataclass(frozen=True)
+class TriggerState:
+    """One outbox trigger as the database has it (the doctor's check, a metrics gauge)."""
+
+    table: str
+    name: str
+    pgid: str
+    #: pgtrigger's installation status: INSTALLED, UNINSTALLED or OUTDATED.
+    installation: str
+    #: pg_trigger.tgenabled: O or A (fires), R (replica sessions only), D (disabled); None: missing.
+    enabled: str | None
+
+    @property
+    def installed(self) -> bool:
+        """There, and the version the code declares."""
+        return self.installation not in (UNINSTALLED, OUTDATED) and self.enabled is not None
+
+    @property
+    def fires(self) -> bool:
+        """Fires for ordinary sessions' inserts."""
+        return self.enabled in ("O", "A")
+
+
+def trigger_states(cursor: Any, using: str = DEFAULT_DB_ALIAS) -> list[TriggerState]:
+    """Every installed model's outbox trigger, as the database has it."""
+    states = []
+    for model, trigger in _outbox_triggers():
+        table = model._meta.db_table
+        pgid = trigger.get_pgid(model)
+        installation, _ = trigger.get_installation_status(model, database=using)
+        cursor.execute(queries.doctor_trigger_state, {"table": table, "name": pgid})
+        row = cursor.fetchone()
+        states.append(TriggerState(table, trigger.name, pgid, installation, row[0] if row else None))
+    return states
+
+
 def _check_triggers(cursor: Any, using: str) -> list[Check]:
-    triggers = _outbox_triggers()
-    if not triggers:
+    states = trigger_states(cursor, using)
+    if not states:
         return [Check("triggers", "warn", "no installed model carries an outbox trigger: nothing writes events")]
     checks = []
-    for model, trigger in triggers:
-        table = model._meta.db_table
-        label = f"trigger on {table}"
-        installed, _ = trigger.get_installation_status(model, database=using)
-        cursor.execute(queries.doctor_trigger_state, {"table": table, "name": trigger.get_pgid(model)})
-        row = cursor.fetchone()
-        enabled = row[0] if row else None
-        pgid = trigger.get_pgid(model)
-        if installed == UNINSTALLED or enabled is None:
+    for t in states:
+        if t.installation == UNINSTALLED or t.enabled is None:
             state, text = "fail", "missing: inserts write no event; run manage.py migrate"
-        elif enabled == "D":
+        elif t.enabled == "D":
             state, text = (
                 "fail",
-                f"disabled: inserts write no event; ALTER TABLE {table} ENABLE TRIGGER {pgid}, "
+                f"disabled: inserts write no event; ALTER TABLE {t.table} ENABLE TRIGGER {t.pgid}, "
                 "then outbox_backfill for the rows written meanwhile",
             )
-        elif enabled == "R":
+        elif t.enabled == "R":
             state, text = "fail", "enabled for replica sessions only: normal inserts write no event"
-        elif installed == OUTDATED:
+        elif t.installation == OUTDATED:
             state, text = "fail", "installed, but differs from the code (an old version): run manage.py migrate"
         else:
             state, text = "ok", "installed and enabled"
-        checks.append(Check(label, state, f"{trigger.name} ({pgid}): {text}"))
+        checks.append(Check(f"trigger on {t.table}", state, f"{t.name} ({t.pgid}): {text}"))
     return checks
 
 

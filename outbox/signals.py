@@ -22,6 +22,10 @@ buckets_changed = Signal()
 batch_claimed = Signal()
 #: The handlers of a batch returned; its acks and COMMIT are next (``events``).
 batch_handled = Signal()
+#: A topic's handler is about to run on ``events`` (``topic``), in the processing transaction.
+handler_started = Signal()
+#: That handler returned (``outcomes``, ``failed``: event id -> error) or raised (``error``).
+handler_finished = Signal()
 #: A processing transaction committed (``report``: its BatchReport).
 batch_acked = Signal()
 #: The connection was lost and made again (``released``: events handed back as suspects).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from outbox.drainer.session import is_connection_fault
 from outbox.drainer.store import Failure, Store
 from outbox.exceptions import AbandonedEvent
 from outbox.handlers import BatchResult, Event, HandlerRegistry, Outcomes, Registration
-from outbox.signals import batch_acked, batch_handled
+from outbox.signals import batch_acked, batch_handled, handler_finished, handler_started
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class BatchReport:
     result: DrainResult
     events: Sequence[Event]
     topics: list[TopicReport]
+    #: The acks of the events whose run failed (retried, or failed for good: ``final``).
+    failures: Sequence[Failure] = ()
+    #: Seconds the transaction took, from its first statement to its COMMIT.
+    seconds: float = 0.0
 
 
 class Executor:
@@ -106,6 +111,7 @@ class Executor:
         self, events: Sequence[Event], counted: frozenset[int], decide: Callable[[Sequence[Event]], _Verdicts]
     ) -> DrainResult:
         result = DrainResult()
+        started = time.perf_counter()
         with self.store.processing([e.id for e in events], self.ordered) as (usable, unusable):
             mine = [e for e in events if e.id in usable]
             result.lost = len(events) - len(usable) - len(unusable)
@@ -126,6 +132,7 @@ class Executor:
                 failures=failed,
                 release=sorted(unusable),
             )
+        seconds = time.perf_counter() - started
         result.done, result.retried, result.failed = counts.done, counts.retried, counts.failed
         result.released = len(unusable)
         for topic in verdicts.topics:
@@ -136,7 +143,7 @@ class Executor:
         batch_acked.send(
             sender=type(self._sender),
             drainer=self._sender,
-            report=BatchReport(result=result, events=mine, topics=verdicts.topics),
+            report=BatchReport(result=result, events=mine, topics=verdicts.topics, failures=failed, seconds=seconds),
         )
         return result
 
@@ -166,11 +173,33 @@ class Executor:
         return groups
 
     def _call(self, registration: Registration, events: Sequence[Event]) -> tuple[Outcomes, dict[int, object]]:
-        result = registration.handle_batch(events)
+        """Run one handler on ``events``, between the handler_started and handler_finished signals."""
+        sender, topic = type(self._sender), registration.topic
+        handler_started.send(sender=sender, drainer=self._sender, topic=topic, events=events)
+        outcomes: Outcomes = {}
+        errors: dict[int, object] = {}
+        try:
+            result = registration.handle_batch(events)
+        except Exception as exc:
+            handler_finished.send(
+                sender=sender, drainer=self._sender, topic=topic, events=events, outcomes={}, failed={}, error=exc
+            )
+            raise
         if isinstance(result, BatchResult):
             ids = {e.id for e in events}
-            return result.outcomes, {i: error for i, error in result.failed.items() if i in ids}
-        return (result or {}), {}
+            outcomes, errors = result.outcomes, {i: error for i, error in result.failed.items() if i in ids}
+        else:
+            outcomes = result or {}
+        handler_finished.send(
+            sender=sender,
+            drainer=self._sender,
+            topic=topic,
+            events=events,
+            outcomes=outcomes,
+            failed=errors,
+            error=None,
+        )
+        return outcomes, errors
 
     def _run_fast(self, events: Sequence[Event]) -> _Verdicts:
         verdicts = _Verdicts()

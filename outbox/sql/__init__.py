@@ -68,6 +68,8 @@ class Queries(Mapping[str, str]):
 
 #: Every statement the drainer, the commands, the admin and monitoring run.
 queries = Queries(Path(__file__).with_name("queries.sql"))
+#: What /outbox/metrics and the admin's chart read besides those (outbox.metrics, outbox.chart).
+metrics_queries = Queries(Path(__file__).with_name("metrics.sql"))
 
 
 def script(*statements: str) -> str:

@@ -25,6 +25,27 @@ SELECT set_config('search_path', format('%I, pg_temp', current_schema()), true);
 ALTER FUNCTION outbox_stats_rows() SECURITY DEFINER SET search_path FROM CURRENT;
 REVOKE ALL ON FUNCTION outbox_stats_rows() FROM PUBLIC;
 
+-- outbox_throughput and outbox_throughput_day read outbox_event through this one. A
+-- role that could read outbox_throughput before it did (a monitoring role set up by an
+-- older docs/monitoring.sql) may call it, so that its dashboards keep working.
+ALTER FUNCTION outbox_throughput_rows(interval, interval) SECURITY DEFINER SET search_path FROM CURRENT;
+REVOKE ALL ON FUNCTION outbox_throughput_rows(interval, interval) FROM PUBLIC;
+DO $$
+DECLARE
+    reader regrole;
+BEGIN
+    FOR reader IN
+        SELECT DISTINCT a.grantee::regrole
+        FROM pg_class AS c, aclexplode(c.relacl) AS a
+        WHERE c.oid = 'outbox_throughput'::regclass
+          AND a.privilege_type = 'SELECT'
+          AND a.grantee NOT IN (0, c.relowner)  -- not PUBLIC, not the owner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION outbox_throughput_rows(interval, interval) TO %s', reader);
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION outbox_drainer_sessions()
 RETURNS TABLE (
     drainer text,

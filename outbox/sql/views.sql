@@ -167,33 +167,69 @@ COMMENT ON VIEW outbox_failures IS
 'Failed events, newest first: id, topic, key, attempts, last_error, created_at, failed_at. '
 'Read with a LIMIT; retry with manage.py outbox_retry.';
 
+CREATE OR REPLACE FUNCTION outbox_throughput_rows(span interval, step interval)
+RETURNS TABLE (start timestamptz, done bigint, failed bigint, wait_seconds double precision)
+LANGUAGE sql
+STABLE
+SET jit = off
+AS $$
+    -- One row per step over the last span (zeros included), oldest first, the last one
+    -- being the step now under way. Done rows come from outbox_event_done_idx
+    -- (processed_at WHERE done): counted from the index alone, only the span's entries;
+    -- failed ones from outbox_event_failed_idx. wait_seconds: processed_at - created_at
+    -- of the last event done in the step, one index probe and one row each however many
+    -- were done (a sample of the lag; NULL: none done).
+    WITH slots AS (
+        SELECT s.start
+        FROM generate_series(date_bin(step, now(), timestamptz 'epoch') - span + step,
+                             date_bin(step, now(), timestamptz 'epoch'), step) AS s(start)
+    ),
+    done AS (
+        SELECT date_bin(step, e.processed_at, timestamptz 'epoch') AS start, count(*) AS events
+        FROM outbox_event AS e
+        WHERE e.status = 'done'
+          AND e.processed_at >= (SELECT min(start) FROM slots)
+        GROUP BY 1
+    ),
+    failed AS (
+        SELECT date_bin(step, e.processed_at, timestamptz 'epoch') AS start, count(*) AS events
+        FROM outbox_event AS e
+        WHERE e.status = 'failed'
+          AND e.processed_at >= (SELECT min(start) FROM slots)
+        GROUP BY 1
+    )
+    SELECT s.start, coalesce(d.events, 0), coalesce(f.events, 0), w.wait_seconds
+    FROM slots AS s
+    LEFT JOIN done AS d ON d.start = s.start
+    LEFT JOIN failed AS f ON f.start = s.start
+    LEFT JOIN LATERAL (
+        SELECT extract(epoch FROM e.processed_at - e.created_at)::double precision AS wait_seconds
+        FROM outbox_event AS e
+        WHERE e.status = 'done'
+          AND e.processed_at >= s.start
+          AND e.processed_at < s.start + step
+        ORDER BY e.processed_at DESC
+        LIMIT 1
+    ) AS w ON true
+    ORDER BY s.start
+$$;
+
+COMMENT ON FUNCTION outbox_throughput_rows(interval, interval) IS
+'The rows of outbox_throughput and outbox_throughput_day (see their comments).';
+
 CREATE OR REPLACE VIEW outbox_throughput AS
--- The last 60 minutes, one row each, zeros included. Done rows come from
--- outbox_event_done_idx (processed_at WHERE done), so only the last hour's entries
--- are read; failed rows from outbox_event_failed_idx.
-WITH done AS (
-    SELECT date_trunc('minute', processed_at) AS minute, count(*) AS events
-    FROM outbox_event
-    WHERE status = 'done'
-      AND processed_at >= date_trunc('minute', now()) - interval '59 minutes'
-    GROUP BY 1
-),
-failed AS (
-    SELECT date_trunc('minute', processed_at) AS minute, count(*) AS events
-    FROM outbox_event
-    WHERE status = 'failed'
-      AND processed_at >= date_trunc('minute', now()) - interval '59 minutes'
-    GROUP BY 1
-)
-SELECT m.minute, coalesce(d.events, 0) AS done, coalesce(f.events, 0) AS failed
-FROM generate_series(
-         date_trunc('minute', now()) - interval '59 minutes',
-         date_trunc('minute', now()),
-         interval '1 minute'
-     ) AS m(minute)
-LEFT JOIN done AS d ON d.minute = m.minute
-LEFT JOIN failed AS f ON f.minute = m.minute
-ORDER BY m.minute;
+SELECT start AS minute, done, failed, wait_seconds
+FROM outbox_throughput_rows(interval '1 hour', interval '1 minute');
 
 COMMENT ON VIEW outbox_throughput IS
-'Events done and failed per minute over the last hour (60 rows, oldest first, zeros included).';
+'Events done and failed per minute over the last hour (60 rows, oldest first, zeros included), and '
+'wait_seconds: how long the last event done in that minute had waited since it was written '
+'(processed_at - created_at; NULL: none done).';
+
+CREATE OR REPLACE VIEW outbox_throughput_day AS
+SELECT start AS period_start, done, failed, wait_seconds
+FROM outbox_throughput_rows(interval '24 hours', interval '15 minutes');
+
+COMMENT ON VIEW outbox_throughput_day IS
+'Like outbox_throughput over the last 24 hours, per 15 minutes (96 rows). Counts the day''s done '
+'events from outbox_event_done_idx: its cost grows with them (bench/metrics_bench.py).';

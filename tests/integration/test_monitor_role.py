@@ -31,6 +31,7 @@ VIEWS = {
     "outbox_stats",
     "outbox_failures",
     "outbox_throughput",
+    "outbox_throughput_day",
     "outbox_leases",
     "outbox_retention",
     "outbox_drainers",
@@ -106,7 +107,7 @@ def test_the_docs_grant_what_the_views_need_and_nothing_more() -> None:
     grants = " ".join(s for s in docs_statements() if s.startswith("GRANT"))
     assert "pg_read_all_stats" not in grants, grants
     assert not re.search(r"\bON outbox_event\b", grants), "a grant on the table itself"
-    views = set(re.findall(r"\b(outbox_[a-z]+)\b", grants)) - {"outbox_monitor"}
+    views = set(re.findall(r"\b(outbox_[a-z_]+)\b", grants)) - {"outbox_monitor"}
     assert views >= VIEWS, VIEWS - views
 
 
@@ -226,16 +227,41 @@ def test_the_functions_are_not_callable_by_everyone() -> None:
         cursor.execute(
             "SELECT p.proname, p.prosecdef, p.proconfig, has_function_privilege('public', p.oid, 'EXECUTE') "
             "FROM pg_proc AS p WHERE p.proname IN ('outbox_stats_rows', 'outbox_drainer_sessions', "
-            "'outbox_session_rows') ORDER BY 1"
+            "'outbox_session_rows', 'outbox_throughput_rows') ORDER BY 1"
         )
         rows = cursor.fetchall()
         cursor.execute("SELECT current_schema()")
         (schema,) = cursor.fetchone()
-    assert [name for name, *_ in rows] == ["outbox_drainer_sessions", "outbox_session_rows", "outbox_stats_rows"]
+    assert [name for name, *_ in rows] == [
+        "outbox_drainer_sessions",
+        "outbox_session_rows",
+        "outbox_stats_rows",
+        "outbox_throughput_rows",
+    ]
     for name, definer, config, public in rows:
         assert definer, f"{name} is not SECURITY DEFINER"
         assert f"search_path={schema}, pg_temp" in (config or []), (name, config)
         assert not public, f"PUBLIC may call {name}"
+
+
+def test_a_role_that_read_outbox_throughput_before_0006_still_reads_it() -> None:
+    """0006 put outbox_throughput over a function: a role granted only the view keeps it."""
+    from importlib import import_module
+
+    role = f"outbox_old_monitor_{uuid.uuid4().hex[:10]}"
+    password = secrets.token_hex(16)
+    admin = app_session(autocommit=True)
+    try:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        admin.execute(sql.SQL("GRANT SELECT ON outbox_throughput TO {}").format(sql.Identifier(role)))
+        with admin.transaction():
+            admin.execute(import_module("outbox.migrations.0005_monitoring").monitoring_sql())  # as 0006 runs it
+        with psycopg.connect(make_conninfo(current_database_url(), user=role, password=password)) as old:
+            assert len(old.execute("SELECT * FROM outbox_throughput").fetchall()) == 60
+    finally:
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        admin.close()
 
 
 def test_leases_and_retention_read_their_partial_indexes() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -171,3 +172,24 @@ def moment(text: str) -> datetime.datetime:
         raise argparse.ArgumentTypeError(
             f"must be an instant from 0001-01-01 to 9999-12-31 in UTC, got {text!r}"
         ) from None
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``[ADDR:]PORT`` for a metrics endpoint: ``9808``, ``127.0.0.1:9808``, ``[::1]:9808``.
+
+    Without an address, every interface (Prometheus scrapes from another host).
+    Port 0 takes any free port (the drainer logs which).
+    """
+    addr, sep, port_text = text.strip().rpartition(":")
+    if not sep:
+        addr = "0.0.0.0"  # noqa: S104 (Prometheus scrapes from elsewhere; an address narrows it)
+    port = _whole(port_text) if port_text.strip().isdigit() else None
+    if port is None or not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be PORT or ADDRESS:PORT with a port from 0 to 65535, got {text!r}")
+    addr = addr[1:-1] if addr.startswith("[") and addr.endswith("]") else addr
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", addr):
+            raise argparse.ArgumentTypeError(f"must be PORT or ADDRESS:PORT, got an address {addr!r}") from None
+    return addr, port

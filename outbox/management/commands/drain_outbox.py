@@ -10,7 +10,7 @@ from django.db import connections
 
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
 from outbox.exceptions import HandlerStartFailed, OutboxConfigError
-from outbox.management.commands._args import positive_float, setting, settings_or_defaults
+from outbox.management.commands._args import listen_address, positive_float, setting, settings_or_defaults
 from outbox.management.commands._preflight import preflight
 
 _VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -81,6 +81,17 @@ class Command(BaseCommand):
             ),
         )
 
+        parser.add_argument(
+            "--metrics-port",
+            type=listen_address,
+            default=None,
+            metavar="[ADDR:]PORT",
+            help=(
+                "Serve this drainer's Prometheus metrics on http://ADDR:PORT/metrics "
+                "(ADDR defaults to every interface; docs/metrics.md) (default: off)."
+            ),
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         level = _VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)
         logging.getLogger("outbox").setLevel(level)
@@ -110,6 +121,8 @@ class Command(BaseCommand):
             drainer = Drainer(config)
         except OutboxConfigError as exc:
             raise CommandError(str(exc)) from exc
+        if options["metrics_port"] is not None:
+            self._serve_metrics(*options["metrics_port"], drainer)
         try:
             with drainer.signals_handled():
                 result = drainer.drain() if options["once"] else drainer.run()
@@ -117,8 +130,25 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         finally:
             drainer.close()
+            if options["metrics_port"] is not None:
+                from outbox.metrics.drainer import stop_serving
+
+                stop_serving()
         if options["once"]:
             self.stdout.write(
                 f"drained claimed={result.claimed} done={result.done} retried={result.retried} "
                 f"failed={result.failed} lost={result.lost} released={result.released}"
             )
+
+    @staticmethod
+    def _serve_metrics(addr: str, port: int, drainer: Drainer) -> None:
+        from outbox.metrics.drainer import serve
+
+        try:
+            host, bound = serve(port, addr)
+        except OSError as exc:
+            drainer.close()
+            raise CommandError(f"--metrics-port: cannot listen on {addr}:{port}: {exc.strerror or exc}") from exc
+        logging.getLogger("outbox.drainer").info(
+            "drainer=%s metrics on http://%s:%d/metrics", drainer.identity, host, bound
+        )
