@@ -68,7 +68,10 @@ def count_round_trips(proxy: RoundTripProxy, config: Any, batches: int) -> tuple
     try:
         drainer.run_once()  # prepares (joins, takes the buckets) and drains a first batch
         before, done = proxy.total(), 0
-        while done < batches and drainer.run_once().claimed:
+        while done < batches:
+            drainer.duties.run_due()
+            if not drainer.run_once().claimed:
+                break
             done += 1
         return proxy.total() - before, max(done, 1)
     finally:
@@ -119,17 +122,43 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             timings[_label(sql)].append(time.perf_counter() - start)
 
-    # Bench-only instrumentation of the store's one entry point for statements.
-    store_execute = Store._execute
+    # Bench-only instrumentation: the store's statements go through its cursors'
+    # execute(); the pipelined ones are timed as a whole by processing() and
+    # ack_and_commit() (a pipeline's statements complete together).
+    from contextlib import contextmanager
 
-    def store_timed(self: Store, sql: str, params: Any = None) -> Any:
+    import psycopg
+
+    cursor_execute = psycopg.Cursor.execute
+
+    def cursor_timed(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        if self.connection._pipeline is not None:
+            return cursor_execute(self, query, params, **kwargs)
         start = time.perf_counter()
         try:
-            return store_execute(self, sql, params)
+            return cursor_execute(self, query, params, **kwargs)
         finally:
-            timings[_label(sql)].append(time.perf_counter() - start)
+            timings[_label(str(query))].append(time.perf_counter() - start)
 
-    Store._execute = store_timed  # type: ignore[method-assign]
+    psycopg.Cursor.execute = cursor_timed  # type: ignore[method-assign]
+    processing, ack_and_commit = Store.processing, Store.ack_and_commit
+
+    @contextmanager
+    def processing_timed(self: Store, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        with processing(self, *args, **kwargs) as value:
+            timings["BEGIN+event_lock_batch (pipeline)"].append(time.perf_counter() - start)
+            yield value
+
+    def ack_timed(self: Store, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return ack_and_commit(self, **kwargs)
+        finally:
+            timings["acks+COMMIT (pipeline)"].append(time.perf_counter() - start)
+
+    Store.processing = processing_timed  # type: ignore[method-assign,assignment]
+    Store.ack_and_commit = ack_timed  # type: ignore[method-assign]
     topics = ["bench.trivial"] if args.handler == "trivial" else ["pricing.crawl_result.created"]
     config = DrainerConfig.from_settings(batch_size=args.batch, notify=False, topics=topics)
     round_trips, counted = count_round_trips(proxy, config, args.round_trip_batches)
@@ -144,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if profiler:
             profiler.enable()
         while True:
+            drainer.duties.run_due()  # as Drainer.run() does between cycles
             result = drainer.run_once()
             if not result.claimed:
                 break

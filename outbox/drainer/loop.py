@@ -70,6 +70,8 @@ class Drainer:
         self._stopping = False
         self._prepared = False
         self._in_flight: list[int] = []
+        #: Rows of a claim sent with the last COMMIT, not processed yet.
+        self._ahead: list[ClaimedRow] | None = None
 
     # ------------------------------------------------------------ loops
 
@@ -133,7 +135,11 @@ class Drainer:
         return total
 
     def run_once(self) -> DrainResult:
-        """Claim one batch and process it: its suspects alone, then the rest together."""
+        """Claim one batch and process it: its suspects alone, then the rest together.
+
+        A full batch claims the next one with its COMMIT, in the same round trip
+        (when no duty is due first); the next run_once processes that one.
+        """
         if not self._prepared:
             self._prepare(Outage())
         events, suspects = self._claim()
@@ -145,20 +151,28 @@ class Drainer:
                 return result
             result += self._run_alone(suspect)
         if events:
+            if result.claimed >= self.settings.batch_size and self.duties.seconds_until_due() > 0:
+                self.store.claim_with_next_commit(**self._claim_args())
             result += self.executor.run(events)
-        self._in_flight = []
+            self._ahead = self.store.take_claimed()
+        self._in_flight = [row.id for row in self._ahead or ()]
         return result
 
     # ------------------------------------------------------------ steps
 
+    def _claim_args(self) -> dict[str, Any]:
+        return {
+            "ordered": self.buckets.masks(),
+            "unordered": self.buckets.unordered(),
+            "batch": self.settings.batch_size,
+            "lease": self.settings.lease,
+        }
+
     def _claim(self) -> tuple[list[Event], list[Event]]:
-        """Claim: (fresh events, attempt number = stored + 1) and (suspects, stored attempts)."""
-        rows = self.store.claim(
-            ordered=self.buckets.masks(),
-            unordered=self.buckets.unordered(),
-            batch=self.settings.batch_size,
-            lease=self.settings.lease,
-        )
+        """Claim (or take the batch claimed with the last COMMIT): (fresh events, attempt
+        number = stored + 1) and (suspects, stored attempts)."""
+        rows = self._ahead if self._ahead is not None else self.store.claim(**self._claim_args())
+        self._ahead = None
         self._in_flight = [row.id for row in rows]
         events = [_event(row, row.attempts + 1) for row in rows if not row.suspect]
         suspects = [_event(row, row.attempts) for row in rows if row.suspect]
@@ -187,6 +201,7 @@ class Drainer:
         """After a reconnect: the batch in flight when the connection broke, back as suspects."""
         released = self.store.release_lost(self._in_flight) if self._in_flight else 0
         self._in_flight = []
+        self._ahead = None
         self.wakeup.close_listener()
         reconnected.send(sender=Drainer, drainer=self, released=released)
         return released
@@ -215,8 +230,9 @@ class Drainer:
         drainer_started.send(sender=Drainer, drainer=self, topics=self.topics, ordered=self.ordered)
 
     def _leave(self, total: DrainResult) -> None:
-        """Give the buckets back (if the database is there), then close."""
+        """Give back a batch claimed ahead and the buckets (if the database is there), then close."""
         try:
+            total.released += self._give_back_ahead()
             if self._prepared and self.session.connection.connection is not None:
                 self.buckets.leave()
         except (DatabaseError, psycopg.Error) as exc:
@@ -276,8 +292,19 @@ class Drainer:
         self.wakeup.interrupt()
 
     def close(self) -> None:
+        try:
+            self._give_back_ahead()
+        except (DatabaseError, psycopg.Error) as exc:
+            logger.warning("drainer=%s could not give back the batch it had claimed: %s", self.identity, exc)
         self.session.close()
         self.wakeup.close()
+
+    def _give_back_ahead(self) -> int:
+        """Release a batch claimed with the last COMMIT and not processed; how many."""
+        ahead, self._ahead = self._ahead or [], None
+        if ahead:
+            self.store.release([row.id for row in ahead], [row.id for row in ahead if row.suspect])
+        return len(ahead)
 
     def signals_handled(self) -> Any:
         """SIGTERM/SIGINT: the first stops after the batch, a second one exits at once."""

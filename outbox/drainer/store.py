@@ -84,6 +84,8 @@ class Store:
         self.prepare = prepare
         self._cursors: list[psycopg.Cursor[Any]] = []
         self._cursors_of: object = None
+        self._claim_next: dict[str, Any] | None = None
+        self._claimed_next: list[ClaimedRow] | None = None
 
     @property
     def connection(self) -> BaseDatabaseWrapper:
@@ -171,6 +173,21 @@ class Store:
         cursor = self._execute(queries.event_claim_batch, params, hot=True)
         return [ClaimedRow(*row) for row in cursor.fetchall()]
 
+    def claim_with_next_commit(
+        self, *, ordered: Mapping[str, str], unordered: Sequence[str], batch: int, lease: float
+    ) -> None:
+        """Send the next claim after the COMMIT of the next ack_and_commit, in its round trip.
+
+        It runs in a transaction of its own, as a claim does; ``take_claimed()``
+        returns its rows (docs/guarantees.md#round-trips).
+        """
+        self._claim_next = claim_params(self.identity, ordered=ordered, unordered=unordered, batch=batch, lease=lease)
+
+    def take_claimed(self) -> list[ClaimedRow] | None:
+        """The rows of the claim sent with the last COMMIT (None: there was none)."""
+        rows, self._claimed_next, self._claim_next = self._claimed_next, None, None
+        return rows
+
     def count_attempt(self, event_id: int) -> int | None:
         """Count a suspect's attempt (committed on its own); None: it is not ours any more."""
         row = self._execute(queries.event_count_attempt, {"id": event_id, "me": self.identity}, hot=True).fetchone()
@@ -232,8 +249,9 @@ class Store:
         failures: Sequence[Failure],
         release: Sequence[int] = (),
     ) -> AckCounts:
-        """The acks of a processing transaction and its COMMIT, in one round trip."""
+        """The acks of a processing transaction and its COMMIT (and a claim_with_next_commit()), in one round trip."""
         ack_done, ack_failures, release_cursor, commit = self._cur(0), self._cur(1), self._cur(2), self._cur(3)
+        claim = self._cur(4)
         with ack_done.connection.pipeline():
             if done:
                 ack_done.execute(
@@ -261,6 +279,10 @@ class Store:
                     prepare=self.prepare,
                 )
             commit.execute(queries.transaction_commit)
+            if self._claim_next is not None:
+                claim.execute(queries.event_claim_batch, self._claim_next, prepare=self.prepare)
+        if self._claim_next is not None:
+            self._claimed_next, self._claim_next = [ClaimedRow(*row) for row in claim.fetchall()], None
         counts = {"done": ack_done.rowcount if done else 0, "retried": 0, "failed": 0}
         if failures:
             finals = [row[1] for row in ack_failures.fetchall()]

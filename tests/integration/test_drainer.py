@@ -249,6 +249,9 @@ def test_claims_are_in_id_order_and_respect_the_batch_size(handlers: HandlerRegi
     d.run_once()
     d.close()
     assert batches == [["0", "1", "2", "3"], ["4", "5", "6", "7"]]
+    # The full second batch claimed the third with its COMMIT; close() gave it back.
+    leftover = OutboxEvent.objects.filter(status="pending").values_list("key", "locked_by", "attempts")
+    assert sorted(leftover) == [("8", None, 0), ("9", None, 0)]
 
 
 def test_suspects_run_alone_first_with_their_attempt_counted_before(handlers: HandlerRegistry) -> None:
