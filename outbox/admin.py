@@ -296,8 +296,11 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
     def has_fail_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.fail_outboxevent")
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 says where the actions are shown (ActionLocation) and deprecates an
+        # override without the parameter; 5.2 has no such parameter.
+        extra = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **extra)
         # Django's own would load every selected row and cascade; ours deletes done rows only.
         actions.pop("delete_selected", None)
         return actions

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # outbox's HashIndex needs it (postgres.E005 on Django 6.1)
     "pgtrigger",
     "project",
     "outbox",
