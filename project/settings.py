@@ -8,6 +8,7 @@ read only by ``outbox/conf.py`` and validated by its system checks.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from project.database import database_settings, embedded_database_url
@@ -25,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "whitenoise.runserver_nostatic",  # runserver serves static files through WhiteNoise too
     "django.contrib.staticfiles",
     "django.contrib.postgres",  # outbox's HashIndex needs it (postgres.E005 on Django 6.1)
     "pgtrigger",
@@ -35,6 +37,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, DEBUG on or off (project/staticfiles.py)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -80,7 +83,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic writes (DJANGO_STATIC_ROOT, default staticfiles/ in the checkout).
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "project.staticfiles.StaticFilesStorage"},
+}
+# Before collectstatic, WhiteNoise serves the apps' files in place (plain names);
+# after it, the hashed, compressed copies in STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
+# ...so an empty STATIC_ROOT is expected, not worth WhiteNoise's warning on every start.
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 # The outbox. Every key is optional; defaults live in outbox/conf.py, and the
 # drain_outbox flags override them per process.

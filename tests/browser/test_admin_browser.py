@@ -1,22 +1,17 @@
 """The outbox admin in a real headless Chromium against a live test server.
 
-Debian's ``chromium`` package (``apt-get install chromium``; ``.ci/run`` installs it)
-is driven by Playwright for Python, pointed at the system browser: no browser is
-ever downloaded (``playwright install`` is never run). A missing browser fails the
-test with the command that installs it; it is never skipped.
+The browser comes from tests/browser/conftest.py (Debian's ``chromium``, driven by
+Playwright; skipped without one, except under CI, where that is a failure).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connections
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from outbox.models import OutboxEvent
@@ -24,39 +19,7 @@ from tests.factories import make_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path(os.environ.get("OUTBOX_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 PASSWORD = "correct horse battery staple"  # noqa: S105 (a test user's)
-
-
-@pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: the browser tests need Debian's chromium package "
-            "(apt-get update && apt-get install -y chromium), or OUTBOX_TEST_CHROMIUM=/path/to/chromium"
-        )
-    # Playwright's sync API runs an event loop in this thread; the ORM calls of the
-    # test (setting up rows, checking them) are plain sync code, and the live server
-    # answers the browser from its own thread.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-            # Under Playwright's loop the ORM calls of the test ran on connections of
-            # their own (asgiref scopes them by context): close them, or the test
-            # database cannot be dropped at the end of the run.
-            connections.close_all()
 
 
 def log_in(browser: Browser, live_server: LiveServer, username: str) -> Page:
