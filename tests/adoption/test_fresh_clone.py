@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +53,20 @@ def new_user_env(venv: Path) -> dict[str, str]:
     return env
 
 
-def test_readme_commands_pass_on_a_fresh_clone(tmp_path: Path) -> None:
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A directory the embedded server's own system user can read (pytest's tmp_path is
+    private to root, and PostgreSQL, run as that user, loads its libraries from the venv)."""
+    path = Path(tempfile.mkdtemp(prefix="outbox-fresh-clone-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_readme_commands_pass_on_a_fresh_clone(home: Path) -> None:
+    tmp_path = home
     commands = readme_commands()
     assert [c.split("#")[0].strip() for c in commands] == [
         "pip install -r requirements.txt && python manage.py outbox_demo",
