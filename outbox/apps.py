@@ -8,3 +8,6 @@ class OutboxConfig(AppConfig):
 
     def ready(self) -> None:
         from outbox import checks  # noqa: F401  (registers the system checks)
+        from outbox.autodetector import patch_autodetector
+
+        patch_autodetector()
