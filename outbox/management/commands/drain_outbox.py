@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 
+from outbox.databases import draining
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
 from outbox.exceptions import HandlerStartFailed, OutboxConfigError
 from outbox.management.commands._args import positive_float, setting, settings_or_defaults
@@ -80,6 +81,12 @@ class Command(BaseCommand):
                 f"(default: {ONCE_GIVE_UP_AFTER:g} with --once; without --once, never: keep retrying)."
             ),
         )
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            choices=tuple(connections),
+            help="The database alias whose outbox to drain; each database has its own (default: %(default)r).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         level = _VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)
@@ -102,16 +109,17 @@ class Command(BaseCommand):
             for topic in options["topics"]:
                 if not topic.strip():
                     raise CommandError("--topic must not be empty")
+        alias = options["database"]
         if options["once"]:
             # Run mode waits for a database that is down or not migrated yet; --once says so.
-            preflight(None, unreachable_ok=True)
+            preflight(None, using=alias, unreachable_ok=True)
             connections.close_all()  # the drainer names and sets up its session when it connects
         try:
-            drainer = Drainer(config)
+            drainer = Drainer(config, using=alias)
         except OutboxConfigError as exc:
             raise CommandError(str(exc)) from exc
         try:
-            with drainer.signals_handled():
+            with drainer.signals_handled(), draining(alias):
                 result = drainer.drain() if options["once"] else drainer.run()
         except (DatabaseUnavailable, HandlerStartFailed) as exc:
             raise CommandError(str(exc)) from exc

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
 from rich.table import Table
 from rich.text import Text
 
@@ -50,6 +51,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="Print the checks as a JSON list.")
         parser.add_argument("--strict", action="store_true", help="Exit 1 on a warning too.")
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            choices=tuple(connections),
+            help="The database alias whose outbox to check (default: %(default)r).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         preflight(())  # the settings and the connection; the schema is the doctor's first check
@@ -57,7 +64,7 @@ class Command(BaseCommand):
             max_transaction_age=options["max_transaction_age"],
             max_dead_ratio=options["max_dead_ratio"],
         )
-        report = services.doctor(limits)
+        report = services.doctor(limits, using=options["database"])
         if options["json"]:
             self.stdout.write(json.dumps([asdict(check) for check in report.checks], indent=2))
         else:

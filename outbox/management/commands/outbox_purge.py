@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from outbox import services
@@ -55,6 +56,12 @@ class Command(BaseCommand):
             "(default: %(default)r).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            choices=tuple(connections),
+            help="The database alias whose outbox to purge (default: %(default)r).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         preflight()
@@ -67,7 +74,7 @@ class Command(BaseCommand):
             )
         age = format_duration(older_than)
         if options["dry_run"]:
-            count = services.purge(older_than=older_than, status=status, dry_run=True)
+            count = services.purge(older_than=older_than, status=status, dry_run=True, using=options["database"])
             self.stdout.write(f"Would purge {count:,} {status} event(s) finished more than {age} ago.")
             return
         console = console_for(self.stdout)
@@ -81,8 +88,14 @@ class Command(BaseCommand):
                     progress.update(task, description=f"purged {deleted:,} {status} events older than {age}")
 
                 count = services.purge(
-                    older_than=older_than, status=status, chunk=options["chunk_size"], progress=report
+                    older_than=older_than,
+                    status=status,
+                    chunk=options["chunk_size"],
+                    progress=report,
+                    using=options["database"],
                 )
         else:
-            count = services.purge(older_than=older_than, status=status, chunk=options["chunk_size"])
+            count = services.purge(
+                older_than=older_than, status=status, chunk=options["chunk_size"], using=options["database"]
+            )
         self.stdout.write(f"Purged {count:,} {status} event(s) finished more than {age} ago.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from outbox import services
 from outbox.management.commands._args import chunk_size, non_empty, positive_int
@@ -49,6 +50,12 @@ class Command(BaseCommand):
             help="Events per statement and transaction (default: %(default)r).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be retried; change nothing.")
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            choices=tuple(connections),
+            help="The database alias whose outbox to retry in (default: %(default)r).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         preflight()
@@ -60,6 +67,7 @@ class Command(BaseCommand):
                 ids=ids,
                 dry_run=options["dry_run"],
                 chunk=options["chunk_size"],
+                using=options["database"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, connections
 from rich.console import Console
 from rich.table import Table
 
@@ -63,10 +64,16 @@ class Command(BaseCommand):
             help=f"Exit {LAG_EXIT_CODE} when the oldest pending event is older than this many seconds "
             "(or 90s, 15m, 1h); unset: never (default: %(default)r).",
         )
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            choices=tuple(connections),
+            help="The database alias whose outbox to read (default: %(default)r).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        preflight()
-        result = services.status(topics=options["topics"])
+        preflight(using=options["database"])
+        result = services.status(topics=options["topics"], using=options["database"])
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=False))
         else:
