@@ -412,10 +412,11 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
                     "url": f"{url}?{urlencode({'status__exact': status_value})}",
                 }
             )
-        lag = result.oldest_pending_age_seconds
+        lag, age = result.lag_seconds, result.oldest_pending_age_seconds
         return {
             "boxes": boxes,
             "lag": services.format_age(lag) if lag is not None else None,
+            "oldest_age": services.format_age(age) if age is not None else None,
             "estimated": bool(result.estimated),
         }
 
