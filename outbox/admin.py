@@ -127,8 +127,9 @@ class EstimatedCountPaginator(Paginator):
     """A paginator that never counts every row of a large table.
 
     * Unfiltered, on a table the planner estimates at more than
-      ``exact_count_limit`` rows: that estimate (``pg_class.reltuples``), free.
-    * Otherwise a capped count: ``SELECT count(*) FROM (... LIMIT limit + 1)``,
+      ``exact_table_limit`` rows: that estimate (``pg_class.reltuples``), free;
+      at most that many: an exact count (the primary key's index, milliseconds).
+    * Filtered (or never analyzed): a capped count: ``SELECT count(*) FROM (... LIMIT limit + 1)``,
       which stops after ``limit + 1`` rows. Below the cap it is exact; at the cap
       the planner's estimate of the filtered query (``EXPLAIN``) is used instead.
 
@@ -136,6 +137,9 @@ class EstimatedCountPaginator(Paginator):
     Pages past the end of an over-estimate are simply empty.
     """
 
+    #: Unfiltered tables up to this many rows are counted exactly (as outbox_stats does).
+    exact_table_limit = 200_000
+    #: A filtered list (a filter may match few rows of a large table) stops counting here.
     exact_count_limit = 10_000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -150,9 +154,11 @@ class EstimatedCountPaginator(Paginator):
         limit = self.exact_count_limit
         if not qs.query.where:
             estimate = estimated_rows(qs.model._meta.db_table, qs.db)
-            if estimate is not None and estimate > limit:
+            if estimate is not None and estimate > self.exact_table_limit:
                 self.estimated = True
                 return EstimatedCount(estimate)
+            if estimate is not None:
+                return qs.order_by().count()
         capped = qs.order_by()[: limit + 1].count()
         if capped <= limit:
             return capped
