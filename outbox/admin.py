@@ -31,7 +31,6 @@ id only. docs/operations.md has the measured times on 1,000,000 rows.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -42,13 +41,13 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from outbox import services
+from outbox.admin_display import row_admin_link, when, when_full
 from outbox.handlers import registry
 from outbox.models import EventStatus, OutboxEvent
 from outbox.sql import queries
@@ -59,6 +58,10 @@ STATUS_STYLES: dict[str, str] = {
     EventStatus.DONE: "outbox-done",
     EventStatus.FAILED: "outbox-failed",
 }
+#: Keys up to this long are shown whole in the list; longer ones (UUIDs) shortened.
+KEY_SHOWN = 12
+#: The most of an error the list's hover text shows (the event's page shows all of it).
+ERROR_TITLE_CHARS = 2000
 #: Sent by the buttons on an event's page, so the action returns to that page.
 RETURN_TO_OBJECT = "_outbox_return_to"
 #: The largest bigint: a longer number is no row's id (and PostgreSQL refuses it).
@@ -181,21 +184,6 @@ class EstimatedCountPaginator(Paginator):
         return max(value, 1)
 
 
-def _when(value: dt.datetime | None) -> str:
-    """A compact, sortable timestamp in the current time zone, to the second."""
-    return "-" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _when_full(value: dt.datetime | None) -> str:
-    """The instant to the millisecond, in the current time zone, and how long ago (or ahead)."""
-    if value is None:
-        return "-"
-    seconds = (timezone.now() - value).total_seconds()
-    relative = f"{services.format_age(seconds)} ago" if seconds >= 0 else f"in {services.format_age(-seconds)}"
-    local = timezone.localtime(value)
-    return f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} {local:%Z} ({relative})"
-
-
 def _status_for(request: HttpRequest) -> services.OutboxStatus:
     """services.status(), once per request (the summary and the topic filter share it)."""
     cached = getattr(request, "_outbox_status", None)
@@ -242,12 +230,11 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
     list_display = (
         "id",
         "topic",
-        "key",
+        "short_key",
         "status_badge",
         "attempts",
-        "available",
         "created",
-        "processed",
+        "since",
         "short_error",
     )
     list_display_links = ("id",)
@@ -264,7 +251,7 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     actions = ("retry_events", "mark_events_failed", "delete_done_events")
     fieldsets = (
-        (None, {"fields": ("id", "topic", "key", "status_badge", "attempts")}),
+        (None, {"fields": ("id", "topic", "key", "row", "status_badge", "attempts")}),
         ("Delivery", {"fields": ("available_at_full", "lease", "created_at_full", "processed_at_full")}),
         ("Payload", {"fields": ("payload_pretty",)}),
         ("Last error", {"fields": ("error_full",)}),
@@ -273,6 +260,7 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
         "id",
         "topic",
         "key",
+        "row",
         "status_badge",
         "attempts",
         "available_at_full",
@@ -332,47 +320,66 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
             '<span class="outbox-badge {}">{}</span>', STATUS_STYLES.get(obj.status, ""), obj.get_status_display()
         )
 
-    @admin.display(description="available at")
-    def available(self, obj: OutboxEvent) -> str:
-        return _when(obj.available_at)
-
-    @admin.display(description="created at")
+    @admin.display(description="created")
     def created(self, obj: OutboxEvent) -> str:
-        return _when(obj.created_at)
+        return when(obj.created_at)
 
-    @admin.display(description="processed at")
-    def processed(self, obj: OutboxEvent) -> str:
-        return _when(obj.processed_at)
+    @admin.display(description="since")
+    def since(self, obj: OutboxEvent) -> str:
+        """Pending: since (or until) when it is claimable; done or failed: when it finished."""
+        if obj.status == EventStatus.PENDING:
+            return when(obj.available_at)
+        return when(obj.processed_at)
+
+    @admin.display(description="key")
+    def short_key(self, obj: OutboxEvent) -> str:
+        """Long keys (UUIDs) shortened to their start; the whole key on hover and on the event's page."""
+        if len(obj.key) <= KEY_SHOWN:
+            return obj.key
+        return format_html('<span title="{}">{}…</span>', obj.key, obj.key[: KEY_SHOWN - 4])
 
     @admin.display(description="last error")
     def short_error(self, obj: OutboxEvent) -> str:
+        """The first line, cut to the column by CSS; the full text on hover and on the event's page."""
         if not obj.last_error:
             return ""
-        first_line = obj.last_error.splitlines()[0]
+        # "builtins." says nothing an operator needs, and the column is narrow.
+        first_line = obj.last_error.splitlines()[0].removeprefix("builtins.")
         return format_html(
-            '<span title="{}">{}</span>', Truncator(obj.last_error).chars(500), Truncator(first_line).chars(80)
+            '<span title="{}">{}</span>',
+            Truncator(obj.last_error).chars(ERROR_TITLE_CHARS),
+            Truncator(first_line).chars(200),
         )
+
+    @admin.display(description="about")
+    def row(self, obj: OutboxEvent) -> str:
+        """A link to the row the event is about, where its domain app registered one."""
+        link = row_admin_link(obj)
+        if link is None:
+            return "-"
+        url, label = link
+        return format_html('<a href="{}" id="outbox-row-link">{} {}</a>', url, label, obj.key)
 
     # ------------------------------------------------------------ detail
 
     @admin.display(description="available at")
     def available_at_full(self, obj: OutboxEvent) -> str:
-        return _when_full(obj.available_at)
+        return when_full(obj.available_at)
 
     @admin.display(description="created at")
     def created_at_full(self, obj: OutboxEvent) -> str:
-        return _when_full(obj.created_at)
+        return when_full(obj.created_at)
 
     @admin.display(description="processed at")
     def processed_at_full(self, obj: OutboxEvent) -> str:
-        return _when_full(obj.processed_at)
+        return when_full(obj.processed_at)
 
     @admin.display(description="lease")
     def lease(self, obj: OutboxEvent) -> str:
         if obj.locked_by is None:
             return "-"
         if obj.status == EventStatus.PENDING and obj.locked_until is not None:
-            return format_html("held by <code>{}</code> until {}", obj.locked_by, _when_full(obj.locked_until))
+            return format_html("held by <code>{}</code> until {}", obj.locked_by, when_full(obj.locked_until))
         return format_html("last held by <code>{}</code>", obj.locked_by)
 
     @admin.display(description="payload")
