@@ -66,12 +66,21 @@ TEMPLATES = [
 WSGI_APPLICATION = "project.wsgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
-if DATABASE_URL:
-    DATABASE_NOTE = ""
-else:
+#: The embedded server's data directory when it is the database in use, else "".
+EMBEDDED_PGDATA = ""
+#: Said once per process at start-up (project/apps.py) when not empty.
+DATABASE_NOTE = ""
+if not DATABASE_URL:
     _pgdata = Path(os.environ.get("EMBEDDED_PGDATA", BASE_DIR / ".pgdata"))
+    EMBEDDED_PGDATA = str(_pgdata)
+    # Said by the command that starts the server; the next ones reuse it without a word.
+    _starting = not (_pgdata / "postmaster.pid").exists()
     DATABASE_URL = embedded_database_url(_pgdata, os.environ.get("EMBEDDED_DB_NAME", "outbox"))
-    DATABASE_NOTE = f"DATABASE_URL is unset: using the embedded PostgreSQL in {_pgdata}"
+    if _starting:
+        DATABASE_NOTE = (
+            f"DATABASE_URL is unset: started the embedded PostgreSQL in {_pgdata}; it keeps running "
+            "for the next commands (python manage.py embedded_postgres stop)"
+        )
 
 DATABASES = {"default": database_settings(DATABASE_URL)}
 
