@@ -179,7 +179,7 @@ GRANT SELECT ON outbox_stats, outbox_failures, outbox_throughput, outbox_leases,
     TO outbox_monitor;
 -- The functions behind outbox_stats, outbox_drainers and outbox_sessions (a view's
 -- reader must be allowed to call them; migration 0004 took them from PUBLIC).
-GRANT EXECUTE ON FUNCTION outbox_stats_rows(), outbox_drainer_sessions(), outbox_session_rows()
+GRANT EXECUTE ON FUNCTION outbox_stats_by_topic(), outbox_drainer_sessions(), outbox_session_rows()
     TO outbox_monitor;
 --
 -- A role set up by an earlier version of this file had pg_read_all_stats and the
