@@ -35,18 +35,21 @@ ORDER BY status;
 
 
 -- ---------------------------------------------------------------- lag
--- Age of the oldest pending event, in seconds (NULL: nothing pending). Alert when it
--- grows: drainers are down, too few, or stuck. `manage.py outbox_status
--- --fail-if-lag-over 300` does the same check from cron (exit 2).
-SELECT max(oldest_age_seconds) AS lag_seconds
+-- The lag, in seconds: how long the oldest event claimable now (not leased, not
+-- waiting out a backoff) has waited for a drainer; NULL: nothing claimable. Alert
+-- when it grows: drainers are down, too few, or stuck. A retried event counts from
+-- its retry, not from its creation. `manage.py outbox_status --fail-if-lag-over 300`
+-- does the same check from cron (exit 2).
+SELECT max(lag_seconds) AS lag_seconds
 FROM outbox_stats
 WHERE status = 'pending';
 
--- Per topic.
-SELECT topic, oldest_created_at, round(oldest_age_seconds) AS lag_seconds, max_attempts_seen
+-- Per topic, with the oldest pending event's age since creation beside it.
+SELECT topic, round(lag_seconds) AS lag_seconds, oldest_available_at,
+       round(oldest_age_seconds) AS created_seconds_ago, max_attempts_seen
 FROM outbox_stats
 WHERE status = 'pending'
-ORDER BY oldest_age_seconds DESC;
+ORDER BY lag_seconds DESC NULLS LAST;
 
 
 -- ---------------------------------------------------------------- failures
