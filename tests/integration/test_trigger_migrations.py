@@ -20,7 +20,8 @@ from django.core.management import call_command
 from outbox.checks import check_trigger_migrations_depend_on_outbox
 from tests.support import ROOT
 
-pytestmark = pytest.mark.django_db
+# makemigrations checks the migration history of every database alias.
+pytestmark = pytest.mark.django_db(databases=["default", "other"])
 
 
 def migrations_package(base: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> str:
