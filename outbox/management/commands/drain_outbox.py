@@ -6,12 +6,13 @@ import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import connections
 
 from outbox.databases import draining
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
 from outbox.exceptions import HandlerStartFailed, OutboxConfigError
 from outbox.management.commands._args import positive_float, setting, settings_or_defaults
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 
 _VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -81,12 +82,7 @@ class Command(BaseCommand):
                 f"(default: {ONCE_GIVE_UP_AFTER:g} with --once; without --once, never: keep retrying)."
             ),
         )
-        parser.add_argument(
-            "--database",
-            default=DEFAULT_DB_ALIAS,
-            choices=tuple(connections),
-            help="The database alias whose outbox to drain; each database has its own (default: %(default)r).",
-        )
+        add_database_argument(parser, "outbox to drain; each database has its own")
 
     def handle(self, *args: Any, **options: Any) -> None:
         level = _VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)

@@ -15,12 +15,13 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, FieldError, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import models
 from django.db.models import Q
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from outbox import backfill as outbox_backfill
 from outbox.management.commands._args import chunk_size, moment, non_empty
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 from outbox.management.commands.outbox_status import console_for
 
@@ -138,12 +139,7 @@ class Command(BaseCommand):
             metavar="N",
             help="Rows per INSERT and transaction (default: %(default)r).",
         )
-        parser.add_argument(
-            "--database",
-            default=DEFAULT_DB_ALIAS,
-            choices=tuple(connections),
-            help="The database alias whose rows and outbox to use (default: %(default)r).",
-        )
+        add_database_argument(parser, "rows and outbox to use")
         parser.add_argument("--dry-run", action="store_true", help="Count the rows chosen; enqueue nothing.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -152,7 +148,7 @@ class Command(BaseCommand):
             trigger = outbox_backfill.trigger_for(model, options["topic"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        preflight(("outbox", model._meta.app_label))
+        preflight(("outbox", model._meta.app_label), using=options["database"])
         queryset, what = self._queryset(model, trigger.key_field, options)
         kwargs: dict[str, Any] = {
             "topic": trigger.topic,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from outbox import services
 from outbox.management.commands._args import chunk_size, duration_with_unit, format_duration, settings_or_defaults
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 from outbox.management.commands.outbox_status import console_for
 
@@ -56,15 +56,10 @@ class Command(BaseCommand):
             "(default: %(default)r).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
-        parser.add_argument(
-            "--database",
-            default=DEFAULT_DB_ALIAS,
-            choices=tuple(connections),
-            help="The database alias whose outbox to purge (default: %(default)r).",
-        )
+        add_database_argument(parser, "outbox to purge")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        preflight()
+        preflight(using=options["database"])
         status = options["status"]
         older_than = options["older_than"]
         if status == "failed" and not options["yes"] and not options["dry_run"]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
 
 from outbox import services
 from outbox.management.commands._args import chunk_size, non_empty, positive_int
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 
 
@@ -50,15 +50,10 @@ class Command(BaseCommand):
             help="Events per statement and transaction (default: %(default)r).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be retried; change nothing.")
-        parser.add_argument(
-            "--database",
-            default=DEFAULT_DB_ALIAS,
-            choices=tuple(connections),
-            help="The database alias whose outbox to retry in (default: %(default)r).",
-        )
+        add_database_argument(parser, "outbox to retry in")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        preflight()
+        preflight(using=options["database"])
         ids = options["ids"]
         try:
             count = services.retry(

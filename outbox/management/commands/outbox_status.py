@@ -13,12 +13,12 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections
 from rich.console import Console
 from rich.table import Table
 
 from outbox import services
 from outbox.management.commands._args import duration, format_duration, non_empty
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 
 #: Exit status of --fail-if-lag-over when the lag is over the limit.
@@ -66,12 +66,7 @@ class Command(BaseCommand):
             help=f"Exit {LAG_EXIT_CODE} when the oldest event claimable now has waited longer than this many "
             "seconds (or 90s, 15m, 1h); unset: never (default: %(default)r).",
         )
-        parser.add_argument(
-            "--database",
-            default=DEFAULT_DB_ALIAS,
-            choices=tuple(connections),
-            help="The database alias whose outbox to read (default: %(default)r).",
-        )
+        add_database_argument(parser, "outbox to read")
 
     def handle(self, *args: Any, **options: Any) -> None:
         preflight(using=options["database"])
