@@ -17,7 +17,7 @@ views_sql = import_module("outbox.migrations.0002_operations").views_sql
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("outbox", "0003_autovacuum"),
+        ("outbox", "0004_order_buckets"),
     ]
 
     operations = [
