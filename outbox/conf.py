@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 
 from outbox.exceptions import OutboxConfigError
 
@@ -56,6 +57,11 @@ DEFAULT_ERROR_MAX_LENGTH = 4000
 #: (planned once per session). Off behind a pooler in transaction mode (PgBouncer
 #: before 1.21), which cannot keep a prepared statement on one server connection.
 DEFAULT_PREPARED_STATEMENTS = True
+#: Where drainers LISTEN when their database connection goes through a transaction-mode
+#: pooler (PgBouncer), which cannot hold a LISTEN: a URL of the server itself, or
+#: {alias: URL} with several databases. Empty: LISTEN on the drainer's own connection
+#: parameters (docs/scaling.md, "Connection poolers").
+DEFAULT_LISTEN_URL: str | dict[str, str] = ""
 
 _DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": DEFAULT_BATCH_SIZE,
@@ -74,6 +80,7 @@ _DEFAULTS: dict[str, Any] = {
     "LOCK_TIMEOUT": DEFAULT_LOCK_TIMEOUT,
     "ERROR_MAX_LENGTH": DEFAULT_ERROR_MAX_LENGTH,
     "PREPARED_STATEMENTS": DEFAULT_PREPARED_STATEMENTS,
+    "LISTEN_URL": DEFAULT_LISTEN_URL,
 }
 
 #: The longest timeout PostgreSQL accepts, in seconds: statement_timeout, lock_timeout
@@ -141,6 +148,8 @@ _RULES: dict[str, Rule] = {
     "PREPARED_STATEMENTS": Rule(bool, 0, 0, "outbox.E016"),
 }
 UNKNOWN_KEY_ID = "outbox.E000"
+#: Settings that are connection strings, not numbers: key -> check id.
+_URL_RULES = {"LISTEN_URL": "outbox.E017"}
 
 
 def rule(key: str) -> Rule:
@@ -168,6 +177,13 @@ class OutboxSettings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     error_max_length: int = DEFAULT_ERROR_MAX_LENGTH
     prepared_statements: bool = DEFAULT_PREPARED_STATEMENTS
+    listen_url: str | dict[str, str] = DEFAULT_LISTEN_URL
+
+    def listen_url_for(self, alias: str) -> str:
+        """The direct URL to LISTEN on for database ``alias`` ("" when none is set)."""
+        if isinstance(self.listen_url, dict):
+            return self.listen_url.get(alias, "")
+        return self.listen_url if alias == DEFAULT_DB_ALIAS else ""
 
     def replace(self, **changes: Any) -> OutboxSettings:
         return dataclasses.replace(self, **changes)
@@ -179,8 +195,11 @@ def validate(raw: Any) -> list[tuple[str, str]]:
         return [(UNKNOWN_KEY_ID, f"OUTBOX must be a dict, got {type(raw).__name__} {raw!r}")]
     problems: list[tuple[str, str]] = []
     for key, value in raw.items():
+        if key in _URL_RULES:
+            problems.extend((_URL_RULES[key], f"OUTBOX[{key!r}] {problem}") for problem in _url_problems(value))
+            continue
         if key not in _RULES:
-            known = ", ".join(sorted(_RULES))
+            known = ", ".join(sorted({*_RULES, *_URL_RULES}))
             problems.append((UNKNOWN_KEY_ID, f"OUTBOX[{key!r}] is not a known setting (known: {known})"))
             continue
         problem = _RULES[key].problem(value)
@@ -191,6 +210,29 @@ def validate(raw: Any) -> list[tuple[str, str]]:
         base = raw.get("BACKOFF_BASE", DEFAULT_BACKOFF_BASE)
         if cap < base:
             problems.append(("outbox.E004", f"OUTBOX['BACKOFF_CAP'] must be >= BACKOFF_BASE ({base!r}), got {cap!r}"))
+    return problems
+
+
+def _url_problems(value: Any) -> list[str]:
+    """What is wrong with a connection-string setting (a URL, or {alias: URL}); never
+    echoes the value, which may hold a password."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    urls = value if isinstance(value, dict) else {DEFAULT_DB_ALIAS: value}
+    problems = []
+    for alias, url in urls.items():
+        where = f"[{alias!r}] " if isinstance(value, dict) else ""
+        if not isinstance(url, str):
+            problems.append(f"{where}must be a PostgreSQL URL (or a dict of them by alias), got {type(url).__name__}")
+            continue
+        try:
+            conninfo_to_dict(url)
+        except ProgrammingError as exc:
+            problems.append(
+                f"{where}is not a PostgreSQL URL such as postgres://user@db.internal:5432/shop "
+                f"({str(exc).splitlines()[0]})"
+            )
     return problems
 
 

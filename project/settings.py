@@ -108,6 +108,17 @@ warnings.filterwarnings("ignore", message="No directory at", category=UserWarnin
 # drain_outbox flags override them per process.
 OUTBOX: dict[str, object] = {}
 
+# Behind a transaction-mode pooler (PgBouncer): DATABASE_URL names the pooler and
+# DATABASE_LISTEN_URL the server itself, used only for the drainers' LISTEN, which a
+# pooled connection cannot hold; prepared statements and server-side cursors do not
+# outlive a pooled transaction either (docs/scaling.md, "Connection poolers").
+DATABASE_LISTEN_URL = os.environ.get("DATABASE_LISTEN_URL", "").strip()
+if DATABASE_LISTEN_URL:
+    OUTBOX["LISTEN_URL"] = DATABASE_LISTEN_URL
+    OUTBOX["PREPARED_STATEMENTS"] = False
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
 LOG_LEVEL = log_level(os.environ.get("LOG_LEVEL", "INFO"))
 LOGGING = {
     "version": 1,
