@@ -54,6 +54,7 @@ def test_backfilled_event_is_exactly_the_one_the_trigger_writes() -> None:
         0,
     )
     assert event.payload == written.payload
+    assert event.bucket == written.bucket is not None, "the order bucket of its product, as the trigger wrote it"
     assert set(event.payload) == {"product_id", "source", "price", "currency", "confidence", "crawled_at"}
 
 
