@@ -27,13 +27,12 @@ class PgBouncer:
 
     Transaction pooling by default: a client holds a server connection for one
     transaction at a time, which is what breaks LISTEN and session settings. Runs as
-    the ``postgres`` system user when started by root (PgBouncer refuses root), with
+    a system user of the server when started by root (PgBouncer refuses root), with
     its configuration, log and pid file in a directory of its own; ``close()`` stops it.
     """
 
     def __init__(self, *, host: str, port: int, pool_mode: str = "transaction", pool_size: int = 8) -> None:
         import os
-        import pwd
         import shutil
         import subprocess
         import tempfile
@@ -67,10 +66,21 @@ class PgBouncer:
             path.chmod(0o666)
         command = [binary, "-d"]
         if os.geteuid() == 0:
-            pwd.getpwnam("postgres")  # KeyError: no such user to run it as
-            command += ["-u", "postgres"]
+            command += ["-u", self._run_as(host)]
         subprocess.run([*command, str(ini)], check=True, capture_output=True, timeout=30)
         self._wait_listening()
+
+    @staticmethod
+    def _run_as(host: str) -> str:
+        """Who PgBouncer runs as under root: the owner of the server's socket directory
+        when it connects through one (the embedded server's is private to its user),
+        else ``postgres``."""
+        import os
+        import pwd
+
+        if host.startswith("/"):
+            return pwd.getpwuid(os.stat(host).st_uid).pw_name
+        return pwd.getpwnam("postgres").pw_name  # KeyError: no such user to run it as
 
     def _wait_listening(self) -> None:
         import socket
