@@ -22,8 +22,8 @@ SELECT set_config('search_path', format('%I, pg_temp', current_schema()), true);
 -- outbox_stats reads outbox_event and its column statistics (pg_stats shows a role
 -- only the columns it may read) through this function: with the owner's rights, a
 -- monitoring role needs no privilege on the table itself.
-ALTER FUNCTION outbox_stats_rows() SECURITY DEFINER SET search_path FROM CURRENT;
-REVOKE ALL ON FUNCTION outbox_stats_rows() FROM PUBLIC;
+ALTER FUNCTION outbox_stats_by_topic() SECURITY DEFINER SET search_path FROM CURRENT;
+REVOKE ALL ON FUNCTION outbox_stats_by_topic(), outbox_stats_topic_shares() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION outbox_drainer_sessions()
 RETURNS TABLE (

@@ -10,7 +10,7 @@
 -- of the done rows of a large table. The file can be run again (psql -f): it
 -- replaces what it creates. docs/monitoring.sql grants them to a
 -- read-only role; docs/operations.md shows what they cost on 1,000,000 rows.
--- Migration 0004 makes outbox_stats_rows() SECURITY DEFINER (outbox/sql/monitoring.sql):
+-- Migration 0005 makes outbox_stats_by_topic() SECURITY DEFINER (outbox/sql/monitoring.sql):
 -- CREATE OR REPLACE FUNCTION resets that, so whatever runs this file again must run
 -- that one after it.
 -- 'outbox_event'::regclass is resolved once, when the view is created: the views

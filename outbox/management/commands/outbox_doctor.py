@@ -56,6 +56,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # The settings and the connection; the schema is the doctor's first check.
         preflight((), using=options["database"])
+        limits = services.DoctorLimits(
+            max_transaction_age=options["max_transaction_age"],
+            max_dead_ratio=options["max_dead_ratio"],
+        )
         report = services.doctor(limits, using=options["database"])
         if options["json"]:
             self.stdout.write(json.dumps([asdict(check) for check in report.checks], indent=2))
