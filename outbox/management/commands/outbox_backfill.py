@@ -148,8 +148,8 @@ class Command(BaseCommand):
             trigger = outbox_backfill.trigger_for(model, options["topic"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        queryset, what = self._queryset(model, trigger.key_field, options)  # bad values first, no database
         preflight(("outbox", model._meta.app_label), using=options["database"])
-        queryset, what = self._queryset(model, trigger.key_field, options)
         kwargs: dict[str, Any] = {
             "topic": trigger.topic,
             "order_by": options["order_by"],
