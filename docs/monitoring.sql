@@ -38,18 +38,21 @@ ORDER BY status;
 
 
 -- ---------------------------------------------------------------- lag
--- Age of the oldest pending event, in seconds (NULL: nothing pending). Alert when it
--- grows: drainers are down, too few, or stuck. `manage.py outbox_status
--- --fail-if-lag-over 300` does the same check from cron (exit 2).
-SELECT max(oldest_age_seconds) AS lag_seconds
+-- The lag, in seconds: how long the oldest event claimable now (not leased, not
+-- waiting out a backoff) has waited for a drainer; NULL: nothing claimable. Alert
+-- when it grows: drainers are down, too few, or stuck. A retried event counts from
+-- its retry, not from its creation. `manage.py outbox_status --fail-if-lag-over 300`
+-- does the same check from cron (exit 2).
+SELECT max(lag_seconds) AS lag_seconds
 FROM outbox_stats
 WHERE status = 'pending';
 
--- Per topic.
-SELECT topic, oldest_created_at, round(oldest_age_seconds) AS lag_seconds, max_attempts_seen
+-- Per topic, with the oldest pending event's age since creation beside it.
+SELECT topic, round(lag_seconds) AS lag_seconds, oldest_available_at,
+       round(oldest_age_seconds) AS created_seconds_ago, max_attempts_seen
 FROM outbox_stats
 WHERE status = 'pending'
-ORDER BY oldest_age_seconds DESC;
+ORDER BY lag_seconds DESC NULLS LAST;
 
 
 -- ---------------------------------------------------------------- failures
@@ -184,8 +187,8 @@ GRANT SELECT ON outbox_stats, outbox_failures, outbox_throughput, outbox_through
 -- outbox_sessions (a view's reader must be allowed to call them; the migrations take
 -- them from PUBLIC; 0006 grants outbox_throughput_rows to whoever could read
 -- outbox_throughput already).
-GRANT EXECUTE ON FUNCTION outbox_stats_rows(), outbox_throughput_rows(interval, interval), outbox_drainer_sessions(),
-                          outbox_session_rows()
+GRANT EXECUTE ON FUNCTION outbox_stats_by_topic(), outbox_throughput_rows(interval, interval),
+                          outbox_drainer_sessions(), outbox_session_rows()
     TO outbox_monitor;
 --
 -- A role set up by an earlier version of this file had pg_read_all_stats and the

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The version of the django-pg-outbox distribution (pyproject.toml reads it from here).
+__version__ = "0.1.0"
+
 __all__ = ["purge", "retry", "status"]
 
 

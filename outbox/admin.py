@@ -31,7 +31,6 @@ id only. docs/operations.md has the measured times on 1,000,000 rows.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -42,13 +41,13 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from outbox import chart, services
+from outbox.admin_display import row_admin_link, when, when_full
 from outbox.handlers import registry
 from outbox.models import EventStatus, OutboxEvent
 from outbox.sql import queries
@@ -59,6 +58,10 @@ STATUS_STYLES: dict[str, str] = {
     EventStatus.DONE: "outbox-done",
     EventStatus.FAILED: "outbox-failed",
 }
+#: Keys up to this long are shown whole in the list; longer ones (UUIDs) shortened.
+KEY_SHOWN = 12
+#: The most of an error the list's hover text shows (the event's page shows all of it).
+ERROR_TITLE_CHARS = 2000
 #: Sent by the buttons on an event's page, so the action returns to that page.
 RETURN_TO_OBJECT = "_outbox_return_to"
 #: The largest bigint: a longer number is no row's id (and PostgreSQL refuses it).
@@ -127,8 +130,9 @@ class EstimatedCountPaginator(Paginator):
     """A paginator that never counts every row of a large table.
 
     * Unfiltered, on a table the planner estimates at more than
-      ``exact_count_limit`` rows: that estimate (``pg_class.reltuples``), free.
-    * Otherwise a capped count: ``SELECT count(*) FROM (... LIMIT limit + 1)``,
+      ``exact_table_limit`` rows: that estimate (``pg_class.reltuples``), free;
+      at most that many: an exact count (the primary key's index, milliseconds).
+    * Filtered (or never analyzed): a capped count: ``SELECT count(*) FROM (... LIMIT limit + 1)``,
       which stops after ``limit + 1`` rows. Below the cap it is exact; at the cap
       the planner's estimate of the filtered query (``EXPLAIN``) is used instead.
 
@@ -136,6 +140,9 @@ class EstimatedCountPaginator(Paginator):
     Pages past the end of an over-estimate are simply empty.
     """
 
+    #: Unfiltered tables up to this many rows are counted exactly (as outbox_stats does).
+    exact_table_limit = 200_000
+    #: A filtered list (a filter may match few rows of a large table) stops counting here.
     exact_count_limit = 10_000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -150,9 +157,11 @@ class EstimatedCountPaginator(Paginator):
         limit = self.exact_count_limit
         if not qs.query.where:
             estimate = estimated_rows(qs.model._meta.db_table, qs.db)
-            if estimate is not None and estimate > limit:
+            if estimate is not None and estimate > self.exact_table_limit:
                 self.estimated = True
                 return EstimatedCount(estimate)
+            if estimate is not None:
+                return qs.order_by().count()
         capped = qs.order_by()[: limit + 1].count()
         if capped <= limit:
             return capped
@@ -173,21 +182,6 @@ class EstimatedCountPaginator(Paginator):
         except (TypeError, ValueError):
             return super().validate_number(number)
         return max(value, 1)
-
-
-def _when(value: dt.datetime | None) -> str:
-    """A compact, sortable timestamp in the current time zone, to the second."""
-    return "-" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _when_full(value: dt.datetime | None) -> str:
-    """The instant to the millisecond, in the current time zone, and how long ago (or ahead)."""
-    if value is None:
-        return "-"
-    seconds = (timezone.now() - value).total_seconds()
-    relative = f"{services.format_age(seconds)} ago" if seconds >= 0 else f"in {services.format_age(-seconds)}"
-    local = timezone.localtime(value)
-    return f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} {local:%Z} ({relative})"
 
 
 def _status_for(request: HttpRequest) -> services.OutboxStatus:
@@ -236,12 +230,11 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
     list_display = (
         "id",
         "topic",
-        "key",
+        "short_key",
         "status_badge",
         "attempts",
-        "available",
         "created",
-        "processed",
+        "since",
         "short_error",
     )
     list_display_links = ("id",)
@@ -258,7 +251,7 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     actions = ("retry_events", "mark_events_failed", "delete_done_events")
     fieldsets = (
-        (None, {"fields": ("id", "topic", "key", "status_badge", "attempts")}),
+        (None, {"fields": ("id", "topic", "key", "row", "status_badge", "attempts")}),
         ("Delivery", {"fields": ("available_at_full", "lease", "created_at_full", "processed_at_full")}),
         ("Payload", {"fields": ("payload_pretty",)}),
         ("Last error", {"fields": ("error_full",)}),
@@ -267,6 +260,7 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
         "id",
         "topic",
         "key",
+        "row",
         "status_badge",
         "attempts",
         "available_at_full",
@@ -296,8 +290,11 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
     def has_fail_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.fail_outboxevent")
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 says where the actions are shown (ActionLocation) and deprecates an
+        # override without the parameter; 5.2 has no such parameter.
+        extra = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **extra)
         # Django's own would load every selected row and cascade; ours deletes done rows only.
         actions.pop("delete_selected", None)
         return actions
@@ -323,47 +320,66 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
             '<span class="outbox-badge {}">{}</span>', STATUS_STYLES.get(obj.status, ""), obj.get_status_display()
         )
 
-    @admin.display(description="available at")
-    def available(self, obj: OutboxEvent) -> str:
-        return _when(obj.available_at)
-
-    @admin.display(description="created at")
+    @admin.display(description="created")
     def created(self, obj: OutboxEvent) -> str:
-        return _when(obj.created_at)
+        return when(obj.created_at)
 
-    @admin.display(description="processed at")
-    def processed(self, obj: OutboxEvent) -> str:
-        return _when(obj.processed_at)
+    @admin.display(description="since")
+    def since(self, obj: OutboxEvent) -> str:
+        """Pending: since (or until) when it is claimable; done or failed: when it finished."""
+        if obj.status == EventStatus.PENDING:
+            return when(obj.available_at)
+        return when(obj.processed_at)
+
+    @admin.display(description="key")
+    def short_key(self, obj: OutboxEvent) -> str:
+        """Long keys (UUIDs) shortened to their start; the whole key on hover and on the event's page."""
+        if len(obj.key) <= KEY_SHOWN:
+            return obj.key
+        return format_html('<span title="{}">{}…</span>', obj.key, obj.key[: KEY_SHOWN - 4])
 
     @admin.display(description="last error")
     def short_error(self, obj: OutboxEvent) -> str:
+        """The first line, cut to the column by CSS; the full text on hover and on the event's page."""
         if not obj.last_error:
             return ""
-        first_line = obj.last_error.splitlines()[0]
+        # "builtins." says nothing an operator needs, and the column is narrow.
+        first_line = obj.last_error.splitlines()[0].removeprefix("builtins.")
         return format_html(
-            '<span title="{}">{}</span>', Truncator(obj.last_error).chars(500), Truncator(first_line).chars(80)
+            '<span title="{}">{}</span>',
+            Truncator(obj.last_error).chars(ERROR_TITLE_CHARS),
+            Truncator(first_line).chars(200),
         )
+
+    @admin.display(description="about")
+    def row(self, obj: OutboxEvent) -> str:
+        """A link to the row the event is about, where its domain app registered one."""
+        link = row_admin_link(obj)
+        if link is None:
+            return "-"
+        url, label = link
+        return format_html('<a href="{}" id="outbox-row-link">{} {}</a>', url, label, obj.key)
 
     # ------------------------------------------------------------ detail
 
     @admin.display(description="available at")
     def available_at_full(self, obj: OutboxEvent) -> str:
-        return _when_full(obj.available_at)
+        return when_full(obj.available_at)
 
     @admin.display(description="created at")
     def created_at_full(self, obj: OutboxEvent) -> str:
-        return _when_full(obj.created_at)
+        return when_full(obj.created_at)
 
     @admin.display(description="processed at")
     def processed_at_full(self, obj: OutboxEvent) -> str:
-        return _when_full(obj.processed_at)
+        return when_full(obj.processed_at)
 
     @admin.display(description="lease")
     def lease(self, obj: OutboxEvent) -> str:
         if obj.locked_by is None:
             return "-"
         if obj.status == EventStatus.PENDING and obj.locked_until is not None:
-            return format_html("held by <code>{}</code> until {}", obj.locked_by, _when_full(obj.locked_until))
+            return format_html("held by <code>{}</code> until {}", obj.locked_by, when_full(obj.locked_until))
         return format_html("last held by <code>{}</code>", obj.locked_by)
 
     @admin.display(description="payload")
@@ -424,10 +440,11 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
                     "url": f"{url}?{urlencode({'status__exact': status_value})}",
                 }
             )
-        lag = result.oldest_pending_age_seconds
+        lag, age = result.lag_seconds, result.oldest_pending_age_seconds
         return {
             "boxes": boxes,
             "lag": services.format_age(lag) if lag is not None else None,
+            "oldest_age": services.format_age(age) if age is not None else None,
             "estimated": bool(result.estimated),
         }
 

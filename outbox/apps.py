@@ -11,7 +11,9 @@ class OutboxConfig(AppConfig):
 
     def ready(self) -> None:
         from outbox import checks  # noqa: F401  (registers the system checks)
+        from outbox.autodetector import patch_autodetector
 
+        patch_autodetector()
         # Spans only if OpenTelemetry is installed (find_spec imports nothing) and, once a
         # drainer starts, a tracer provider is configured (outbox.tracing).
         if importlib.util.find_spec("opentelemetry") is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 
 from outbox.exceptions import OutboxConfigError
 
@@ -59,6 +60,11 @@ DEFAULT_ERROR_MAX_LENGTH = 4000
 DEFAULT_PREPARED_STATEMENTS = True
 #: Whether ``/outbox/metrics`` answers at all (off: 404, whoever asks).
 DEFAULT_METRICS = False
+#: Where drainers LISTEN when their database connection goes through a transaction-mode
+#: pooler (PgBouncer), which cannot hold a LISTEN: a URL of the server itself, or
+#: {alias: URL} with several databases. Empty: LISTEN on the drainer's own connection
+#: parameters (docs/scaling.md, "Connection poolers").
+DEFAULT_LISTEN_URL: str | dict[str, str] = ""
 
 _DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": DEFAULT_BATCH_SIZE,
@@ -82,6 +88,7 @@ _DEFAULTS: dict[str, Any] = {
     # single addresses) and one "user:password" for HTTP basic auth; neither by default.
     "METRICS_ALLOWED_IPS": (),
     "METRICS_BASIC_AUTH": None,
+    "LISTEN_URL": DEFAULT_LISTEN_URL,
 }
 
 #: The longest timeout PostgreSQL accepts, in seconds: statement_timeout, lock_timeout
@@ -152,6 +159,8 @@ _RULES: dict[str, Rule] = {
 #: Keys that are not numbers: each has its own check (see _structured_problem).
 _STRUCTURED_IDS = {"METRICS_ALLOWED_IPS": "outbox.E031", "METRICS_BASIC_AUTH": "outbox.E032"}
 UNKNOWN_KEY_ID = "outbox.E000"
+#: Settings that are connection strings, not numbers: key -> check id.
+_URL_RULES = {"LISTEN_URL": "outbox.E017"}
 
 
 def rule(key: str) -> Rule:
@@ -182,6 +191,13 @@ class OutboxSettings:
     metrics: bool = DEFAULT_METRICS
     metrics_allowed_ips: tuple[str, ...] = ()
     metrics_basic_auth: str | None = None
+    listen_url: str | dict[str, str] = DEFAULT_LISTEN_URL
+
+    def listen_url_for(self, alias: str) -> str:
+        """The direct URL to LISTEN on for database ``alias`` ("" when none is set)."""
+        if isinstance(self.listen_url, dict):
+            return self.listen_url.get(alias, "")
+        return self.listen_url if alias == DEFAULT_DB_ALIAS else ""
 
     def replace(self, **changes: Any) -> OutboxSettings:
         return dataclasses.replace(self, **changes)
@@ -198,8 +214,11 @@ def validate(raw: Any) -> list[tuple[str, str]]:
             if problem is not None:
                 problems.append((_STRUCTURED_IDS[key], f"OUTBOX[{key!r}] {problem}"))
             continue
+        if key in _URL_RULES:
+            problems.extend((_URL_RULES[key], f"OUTBOX[{key!r}] {problem}") for problem in _url_problems(value))
+            continue
         if key not in _RULES:
-            known = ", ".join(sorted([*_RULES, *_STRUCTURED_IDS]))
+            known = ", ".join(sorted({*_RULES, *_STRUCTURED_IDS, *_URL_RULES}))
             problems.append((UNKNOWN_KEY_ID, f"OUTBOX[{key!r}] is not a known setting (known: {known})"))
             continue
         problem = _RULES[key].problem(value)
@@ -230,6 +249,29 @@ def _structured_problem(key: str, value: Any) -> str | None:
         # Never echo the value: it is a password.
         return "must be None or 'user:password' (both parts non-empty)"
     return None
+
+
+def _url_problems(value: Any) -> list[str]:
+    """What is wrong with a connection-string setting (a URL, or {alias: URL}); never
+    echoes the value, which may hold a password."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    urls = value if isinstance(value, dict) else {DEFAULT_DB_ALIAS: value}
+    problems = []
+    for alias, url in urls.items():
+        where = f"[{alias!r}] " if isinstance(value, dict) else ""
+        if not isinstance(url, str):
+            problems.append(f"{where}must be a PostgreSQL URL (or a dict of them by alias), got {type(url).__name__}")
+            continue
+        try:
+            conninfo_to_dict(url)
+        except ProgrammingError as exc:
+            problems.append(
+                f"{where}is not a PostgreSQL URL such as postgres://user@db.internal:5432/shop "
+                f"({str(exc).splitlines()[0]})"
+            )
+    return problems
 
 
 def get_settings() -> OutboxSettings:

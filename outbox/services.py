@@ -106,6 +106,10 @@ class TopicStats:
     oldest_age_seconds: float | None
     max_attempts_seen: int | None
     estimated: bool
+    #: Pending rows: since when the oldest event claimable now (not leased, not in a
+    #: backoff) has been claimable, and for how long. None: nothing claimable.
+    oldest_available_at: dt.datetime | None = None
+    lag_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,12 @@ class OutboxStatus:
     estimated: frozenset[str]
     #: Pending events under a live lease: a drainer is working on them.
     processing: int
-    #: Age of the oldest pending event, in seconds (None: nothing pending).
+    #: Age of the oldest pending event since it was created, in seconds (None: nothing pending).
     oldest_pending_age_seconds: float | None
+    #: The lag: how long the oldest event claimable now has waited for a drainer, in
+    #: seconds (None: nothing claimable). A retried or backed-off event counts from
+    #: when it became claimable again, not from its creation.
+    lag_seconds: float | None = None
 
     @property
     def pending(self) -> int:
@@ -148,6 +156,7 @@ class OutboxStatus:
             "processing_size": self.processing,
             "failed_size": self.failed,
             "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
+            "lag_seconds": self.lag_seconds,
             "topics": [
                 {
                     "topic": row.topic,
@@ -158,6 +167,8 @@ class OutboxStatus:
                     "oldest_age_seconds": row.oldest_age_seconds,
                     "max_attempts_seen": row.max_attempts_seen,
                     "estimated": row.estimated,
+                    "oldest_available_at": row.oldest_available_at.isoformat() if row.oldest_available_at else None,
+                    "lag_seconds": row.lag_seconds,
                 }
                 for row in self.rows
             ],
@@ -173,6 +184,7 @@ def status(*, topics: Sequence[str] | None = None, using: str = DEFAULT_DB_ALIAS
     estimated: set[str] = set()
     processing = 0
     oldest: float | None = None
+    lag: float | None = None
     for row in rows:
         current = counts.get(row.status, 0)
         counts[row.status] = None if current is None or row.events is None else current + row.events
@@ -182,12 +194,15 @@ def status(*, topics: Sequence[str] | None = None, using: str = DEFAULT_DB_ALIAS
             processing += row.leased
             if row.oldest_age_seconds is not None:
                 oldest = max(oldest or 0.0, row.oldest_age_seconds)
+            if row.lag_seconds is not None:
+                lag = max(lag or 0.0, row.lag_seconds)
     return OutboxStatus(
         rows=rows,
         counts=counts,
         estimated=frozenset(estimated),
         processing=processing,
         oldest_pending_age_seconds=oldest,
+        lag_seconds=lag,
     )
 
 

@@ -72,12 +72,34 @@ class OutboxTriggerSql(compiler.UpsertTriggerSql):
 
 
 class OutboxTrigger(pgtrigger.Trigger):
-    """A pgtrigger trigger compiled with OutboxTriggerSql; knows its topic and order key."""
+    """A pgtrigger trigger compiled with OutboxTriggerSql; knows its topic and order key.
 
-    def __init__(self, *, topic: str, order_key: str | None = None, **kwargs: object) -> None:
+    ``key_field`` is the field its key comes from, ``events_insert`` the ``INSERT`` of
+    its function, which reads the new rows from ``outbox_new_rows``: ``outbox.backfill``
+    runs the same statement over existing rows, so a backfilled event is the one the
+    trigger would have written (order bucket included).
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        order_key: str | None = None,
+        key_field: str = "id",
+        events_insert: pgtrigger.Func | None = None,
+        **kwargs: object,
+    ) -> None:
         self.topic = topic
         self.order_key = order_key
+        self.key_field = key_field
+        self.events_insert = events_insert
         super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def render_events_insert(self, model: type[models.Model]) -> str:
+        """The trigger's INSERT of events, rendered for ``model`` (column names filled in)."""
+        if self.events_insert is None:
+            raise TypeError(f"trigger {self.name!r} was not built by outbox_trigger()")
+        return self.events_insert.render(**self.get_func_template_kwargs(model))
 
     def compile(self, model: models.Model) -> compiler.Trigger:
         compiled = super().compile(model)
@@ -138,10 +160,11 @@ def outbox_trigger(
     trigger_name = name or ("outbox_" + re.sub(r"[^a-z0-9_]", "_", topic.lower().split(".")[-1]))[:40]
     # Trigger DDL, built once at import from the validated topic and field names
     # above (never from input); it is reviewed in the generated migration.
-    body = f"""
+    insert = f"""
         INSERT INTO outbox_event (topic, key, bucket, payload)
         SELECT '{topic}', n.{{columns.{key}}}::text, {bucket_value}, {payload_sql}
-        FROM outbox_new_rows AS n;
+        FROM outbox_new_rows AS n"""  # noqa: S608
+    body = f"""{insert};
         GET DIAGNOSTICS inserted = ROW_COUNT;
         IF inserted > 0 AND coalesce(current_setting('{NOTIFY_GUC}', true), 'on') <> 'off' THEN
             PERFORM pg_notify('{NOTIFY_CHANNEL}', '{topic}');
@@ -152,6 +175,8 @@ def outbox_trigger(
     return OutboxTrigger(
         topic=topic,
         order_key=order_key,
+        key_field=key,
+        events_insert=pgtrigger.Func(insert),
         name=trigger_name,
         level=pgtrigger.Statement,
         when=pgtrigger.After,

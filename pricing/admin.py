@@ -24,6 +24,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
 from outbox.admin import STATUS_STYLES, EstimatedCountPaginator, ShownFiltersOnly, parse_id
+from outbox.admin_display import register_admin_url, when, when_full
 from outbox.models import OutboxEvent
 from pricing.auto_record import get_config, queries
 from pricing.models import CRAWL_RESULT_CREATED, CRAWLED_AT_RANGE, CrawlResult, PriceHistory, Product
@@ -97,6 +98,17 @@ class ProductFilter(admin.SimpleListFilter):
         return queryset.none() if product_id is None else queryset.filter(product_id=product_id)
 
 
+def _result_admin_url(event: Any) -> str | None:
+    """An outbox event's page links to its CrawlResult (the event's key is the result's id)."""
+    try:
+        return reverse("admin:pricing_crawlresult_change", args=[uuid.UUID(event.key)])
+    except ValueError:
+        return None
+
+
+register_admin_url(CRAWL_RESULT_CREATED, _result_admin_url, label="crawl result")
+
+
 def _events_url(result_id: uuid.UUID) -> str:
     query = urlencode({"key": str(result_id), "topic": CRAWL_RESULT_CREATED})
     return f"{reverse('admin:outbox_outboxevent_changelist')}?{query}"
@@ -126,15 +138,15 @@ class CrawlResultAdmin(ReadOnlyAdmin):
     ordering = ("-crawled_at",)
     sortable_by = ("crawled_at_shown",)
     actions = ("enqueue_again",)
-    readonly_fields = ("price_shown", "crawled_at_shown", "outbox_event_list")
+    readonly_fields = ("price_shown", "crawled_at_full", "history_recorded_at_full", "outbox_event_list")
     fieldsets = (
-        (None, {"fields": ("id", "product", "source", "price_shown", "currency", "confidence", "crawled_at_shown")}),
+        (None, {"fields": ("id", "product", "source", "price_shown", "currency", "confidence", "crawled_at_full")}),
         (
             "Recording",
             {
                 "fields": (
                     "history_recorded",
-                    "history_recorded_at",
+                    "history_recorded_at_full",
                     "history_record_status",
                     "history_record_reason",
                     "outbox_event_list",
@@ -166,12 +178,15 @@ class CrawlResultAdmin(ReadOnlyAdmin):
             return str(obj.price)
         return display_for_field(obj.price, CrawlResult._meta.get_field("price"), self.get_empty_value_display())
 
-    @admin.display(description="crawled at", ordering="crawled_at")
+    @admin.display(description="crawled", ordering="crawled_at")
     def crawled_at_shown(self, obj: CrawlResult) -> str:
         value = obj.crawled_at_value  # type: ignore[attr-defined]
-        if value is None:
-            return obj.crawled_at_text  # type: ignore[attr-defined]
-        return display_for_field(value, CrawlResult._meta.get_field("crawled_at"), self.get_empty_value_display())
+        return obj.crawled_at_text if value is None else when(value)  # type: ignore[attr-defined]
+
+    @admin.display(description="crawled at")
+    def crawled_at_full(self, obj: CrawlResult) -> str:
+        value = obj.crawled_at_value  # type: ignore[attr-defined]
+        return obj.crawled_at_text if value is None else when_full(value)  # type: ignore[attr-defined]
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[CrawlResult], search_term: str
@@ -187,6 +202,10 @@ class CrawlResultAdmin(ReadOnlyAdmin):
     @admin.display(description="id")
     def short_id(self, obj: CrawlResult) -> str:
         return format_html('<span title="{}">{}…</span>', obj.pk, str(obj.pk)[:8])
+
+    @admin.display(description="history recorded at")
+    def history_recorded_at_full(self, obj: CrawlResult) -> str:
+        return when_full(obj.history_recorded_at)
 
     @admin.display(description="outbox")
     def outbox_events(self, obj: CrawlResult) -> str:
@@ -235,13 +254,15 @@ class CrawlResultAdmin(ReadOnlyAdmin):
 
 @admin.register(PriceHistory)
 class PriceHistoryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "product_link", "price", "currency", "source", "crawled_at", "recorded_at", "result_link")
+    list_display = ("id", "product_link", "price", "currency", "source", "crawled", "recorded", "result_link")
     list_filter = (ProductFilter,)
     list_select_related = ("product",)
     search_fields = ("product__sku",)
     search_help_text = "An exact product SKU."
     ordering = ("-id",)  # newest recorded first, on the primary key
     sortable_by = ("id",)
+    fields = ("product", "price", "currency", "source", "crawled_at_full", "recorded_at_full", "crawl_result")
+    readonly_fields = ("crawled_at_full", "recorded_at_full")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[PriceHistory], search_term: str
@@ -253,6 +274,22 @@ class PriceHistoryAdmin(ReadOnlyAdmin):
     def product_link(self, obj: PriceHistory) -> str:
         url = f"{reverse('admin:pricing_pricehistory_changelist')}?{urlencode({'product': obj.product_id})}"
         return format_html('<a href="{}" title="Only this product">{}</a>', url, obj.product)
+
+    @admin.display(description="crawled")
+    def crawled(self, obj: PriceHistory) -> str:
+        return when(obj.crawled_at)
+
+    @admin.display(description="recorded")
+    def recorded(self, obj: PriceHistory) -> str:
+        return when(obj.recorded_at)
+
+    @admin.display(description="crawled at")
+    def crawled_at_full(self, obj: PriceHistory) -> str:
+        return when_full(obj.crawled_at)
+
+    @admin.display(description="recorded at")
+    def recorded_at_full(self, obj: PriceHistory) -> str:
+        return when_full(obj.recorded_at)
 
     @admin.display(description="crawl result")
     def result_link(self, obj: PriceHistory) -> str:

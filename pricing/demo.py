@@ -490,10 +490,16 @@ class DemoReport:
 
 
 def database_description() -> str:
-    note = str(getattr(settings, "DATABASE_NOTE", "") or "")
     s = connection.settings_dict
     where = f"{s.get('HOST') or 'localhost'}:{s.get('PORT') or 5432}/{s.get('NAME')}"
-    return f"{where} ({note})" if note else f"{where} (DATABASE_URL)"
+    pgdata = str(getattr(settings, "EMBEDDED_PGDATA", "") or "")
+    return f"{where} (the embedded PostgreSQL in {pgdata})" if pgdata else f"{where} (DATABASE_URL)"
+
+
+def reclaim_wal() -> None:
+    """A CHECKPOINT, so that the embedded server drops the WAL the demo wrote at once."""
+    with connection.cursor() as cursor:
+        cursor.execute(queries.demo_checkpoint)
 
 
 def run_demo(

@@ -139,6 +139,7 @@ def embedded_database_url(pgdata: Path, dbname: str = EMBEDDED_DB_NAME) -> str:
     host = str(info.socket_dir)
     port = info.port or 5432
     with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        _keep_wal_small(conn)
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone()
         if not exists:
             try:
@@ -146,6 +147,20 @@ def embedded_database_url(pgdata: Path, dbname: str = EMBEDDED_DB_NAME) -> str:
             except errors.DuplicateDatabase:  # another process created it first
                 pass
     return f"postgres://postgres@{quote(host, safe='')}:{port}/{dbname}"
+
+
+#: The embedded server's WAL between checkpoints: PostgreSQL's default (1 GB) suits a
+#: production server; on a development one it let two demo runs leave 561 MB in .pgdata.
+EMBEDDED_MAX_WAL_SIZE = "128MB"
+
+
+def _keep_wal_small(conn: Any) -> None:
+    """Cap the embedded server's WAL (ALTER SYSTEM: kept in .pgdata, set once)."""
+    from psycopg import sql
+
+    if conn.execute("SHOW max_wal_size").fetchone()[0] != EMBEDDED_MAX_WAL_SIZE:
+        conn.execute(sql.SQL("ALTER SYSTEM SET max_wal_size = {}").format(sql.Literal(EMBEDDED_MAX_WAL_SIZE)))
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def docker_available() -> bool:

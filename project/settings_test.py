@@ -22,3 +22,8 @@ DATABASE_NOTE = _note
 # A second outbox topic, to test that adding one needs no change to outbox (tests/stockapp).
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.stockapp"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+# A second database on the same server, for the several-databases tests
+# (tests/integration/test_databases.py); pytest-django creates its test database only
+# when a test asks for it. Handlers' ORM writes follow the alias being drained.
+DATABASES["other"] = {**DATABASES["default"], "NAME": f"{DATABASES['default']['NAME']}_other"}  # noqa: F405
+DATABASE_ROUTERS = ["outbox.databases.DrainedDatabaseRouter"]

@@ -16,7 +16,7 @@ _seq = itertools.count(1)
 
 def make_product(**fields: Any) -> Product:
     n = next(_seq)
-    fields.setdefault("sku", f"SKU-{n}")
+    fields.setdefault("sku", f"SKU-{n:06d}")  # zero-padded: sorted by sku is creation order
     fields.setdefault("name", f"Product {n}")
     return Product.objects.create(**fields)
 

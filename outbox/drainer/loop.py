@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from django.db import DatabaseError
+from psycopg.conninfo import conninfo_to_dict
 
 from outbox.drainer import maintenance
 from outbox.drainer.buckets import Buckets
@@ -275,6 +276,10 @@ class Drainer:
         return ordered
 
     def _listen_params(self) -> dict[str, Any]:
+        direct = self.settings.listen_url_for(self.using)
+        if direct:
+            # Past a transaction-mode pooler, which cannot hold a LISTEN: the server itself.
+            return conninfo_to_dict(direct)
         params = self.session.connection.get_connection_params()
         for key in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
             params.pop(key, None)

@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
             sql=views_sql(),
             reverse_sql=(
                 "DROP VIEW IF EXISTS outbox_throughput, outbox_failures, outbox_stats;"
-                "DROP FUNCTION IF EXISTS outbox_stats_rows();"
+                "DROP FUNCTION IF EXISTS outbox_stats_rows(), outbox_stats_by_topic(), outbox_stats_topic_shares();"
             ),
         ),
     ]

@@ -22,8 +22,8 @@ SELECT set_config('search_path', format('%I, pg_temp', current_schema()), true);
 -- outbox_stats reads outbox_event and its column statistics (pg_stats shows a role
 -- only the columns it may read) through this function: with the owner's rights, a
 -- monitoring role needs no privilege on the table itself.
-ALTER FUNCTION outbox_stats_rows() SECURITY DEFINER SET search_path FROM CURRENT;
-REVOKE ALL ON FUNCTION outbox_stats_rows() FROM PUBLIC;
+ALTER FUNCTION outbox_stats_by_topic() SECURITY DEFINER SET search_path FROM CURRENT;
+REVOKE ALL ON FUNCTION outbox_stats_by_topic(), outbox_stats_topic_shares() FROM PUBLIC;
 
 -- outbox_throughput and outbox_throughput_day read outbox_event through this one. A
 -- role that could read outbox_throughput before it did (a monitoring role set up by an

@@ -349,7 +349,7 @@ WHERE e.id = expired.id;
 -- from partial indexes, done rows estimated on a large table), optionally for
 -- some topics only. One cheap query: the admin's summary, outbox_status.
 SELECT topic, status, events, leased, oldest_created_at, oldest_age_seconds,
-       max_attempts_seen, estimated
+       max_attempts_seen, estimated, oldest_available_at, lag_seconds
 FROM outbox_stats
 WHERE %(topics)s::text[] IS NULL OR topic = ANY(%(topics)s::text[])
 ORDER BY topic NULLS LAST, status;

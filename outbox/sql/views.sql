@@ -10,13 +10,35 @@
 -- of the done rows of a large table. The file can be run again (psql -f): it
 -- replaces what it creates. docs/monitoring.sql grants them to a
 -- read-only role; docs/operations.md shows what they cost on 1,000,000 rows.
--- Migration 0004 makes outbox_stats_rows() SECURITY DEFINER (outbox/sql/monitoring.sql):
+-- Migration 0005 makes outbox_stats_by_topic() SECURITY DEFINER (outbox/sql/monitoring.sql):
 -- CREATE OR REPLACE FUNCTION resets that, so whatever runs this file again must run
 -- that one after it.
 -- 'outbox_event'::regclass is resolved once, when the view is created: the views
 -- follow the table, whatever the search_path of the session that reads them.
 
-CREATE OR REPLACE FUNCTION outbox_stats_rows()
+CREATE OR REPLACE FUNCTION outbox_stats_topic_shares()
+RETURNS TABLE (topic text, share double precision)
+LANGUAGE sql
+STABLE
+-- The topic column's most common values and their frequencies, from ANALYZE (what the
+-- planner uses for WHERE topic = ...): how the done estimate is split between topics.
+AS $$
+    SELECT s.topic, s.share::double precision
+    FROM pg_stats AS st
+    CROSS JOIN LATERAL unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS s(topic, share)
+    WHERE st.schemaname = (
+              SELECT n.nspname
+              FROM pg_class AS c
+              JOIN pg_namespace AS n ON n.oid = c.relnamespace
+              WHERE c.oid = 'outbox_event'::regclass
+          )
+      AND st.tablename = 'outbox_event'
+      AND st.attname = 'topic'
+$$;
+
+COMMENT ON FUNCTION outbox_stats_topic_shares() IS 'Share of outbox_event rows per topic, from the column statistics.';
+
+CREATE OR REPLACE FUNCTION outbox_stats_by_topic()
 RETURNS TABLE (
     topic text,
     status text,
@@ -25,7 +47,9 @@ RETURNS TABLE (
     oldest_created_at timestamptz,
     oldest_age_seconds double precision,
     max_attempts_seen integer,
-    estimated boolean
+    estimated boolean,
+    oldest_available_at timestamptz,
+    lag_seconds double precision
 )
 LANGUAGE plpgsql
 STABLE
@@ -40,10 +64,14 @@ AS $$
 DECLARE
     heap_pages bigint;
     estimated_rows double precision;
+    topic_shares double precision;
     -- Up to this many pages (8192: 64 MB with 8 kB pages, where a count takes
     -- milliseconds), done events are counted exactly; the setting changes it, e.g.
     -- ALTER DATABASE db SET outbox.stats_exact_max_pages = 0 to always estimate.
     exact_max_pages bigint := coalesce(nullif(current_setting('outbox.stats_exact_max_pages', true), '')::bigint, 8192);
+    -- ...and up to this many rows whatever the pages (a bloated table of few rows is
+    -- still cheap to count): outbox.stats_exact_max_rows, default 200,000.
+    exact_max_rows bigint := coalesce(nullif(current_setting('outbox.stats_exact_max_rows', true), '')::bigint, 200000);
 BEGIN
     -- The table's size now (exact, from the file size) and the planner's own estimate
     -- of its live rows: reltuples, as of the last VACUUM or ANALYZE, scaled to the
@@ -59,16 +87,23 @@ BEGIN
       INTO heap_pages, estimated_rows
       FROM pg_class AS c
      WHERE c.oid = 'outbox_event'::regclass;
+    SELECT sum(ts.share) INTO topic_shares FROM outbox_stats_topic_shares() AS ts;
 
-    IF heap_pages <= exact_max_pages THEN
-        -- A small table: everything exact, one scan.
+    -- Exact when that is cheap: a small table, or few rows. Exact too, however large,
+    -- while there is nothing to estimate from (never analyzed, no topic statistics):
+    -- a slow answer once in a while rather than a row without a topic or a count.
+    IF heap_pages <= exact_max_pages OR estimated_rows IS NULL OR estimated_rows <= exact_max_rows
+       OR coalesce(topic_shares, 0) <= 0 THEN
         RETURN QUERY
         SELECT e.topic, e.status, count(*),
                count(*) FILTER (WHERE e.status = 'pending' AND e.locked_by IS NOT NULL AND e.locked_until > now()),
                min(e.created_at),
                extract(epoch FROM now() - min(e.created_at))::double precision,
                max(e.attempts),
-               false
+               false,
+               min(e.available_at) FILTER (WHERE e.status = 'pending' AND e.available_at <= now()),
+               extract(epoch FROM now() - min(e.available_at) FILTER (
+                   WHERE e.status = 'pending' AND e.available_at <= now()))::double precision
         FROM outbox_event AS e
         GROUP BY e.topic, e.status
         ORDER BY e.topic, e.status;
@@ -79,82 +114,67 @@ BEGIN
     -- the predicate of a partial index (outbox_event_claim_idx, outbox_event_failed_idx),
     -- so it reads only those rows, however many done rows there are. Done events are
     -- estimated: the table's estimated rows minus the exact pending and failed counts,
-    -- split between topics by the topic column's statistics from ANALYZE (its most
-    -- common values and their frequencies, which the planner uses for WHERE topic = ...).
-    -- What no topic's statistics account for (rare topics, or no statistics yet) is one
-    -- row with a NULL topic; NULL events: no estimate yet (never analyzed).
+    -- split between the topics of the column's statistics in proportion to their
+    -- shares (rare topics below the statistics' horizon are counted with the common
+    -- ones: the per-topic figures are estimates, their sum is the table's).
     RETURN QUERY
     WITH live AS (
         SELECT e.topic, e.status, count(*) AS events,
                count(*) FILTER (WHERE e.locked_by IS NOT NULL AND e.locked_until > now()) AS leased,
-               min(e.created_at) AS oldest_created_at, max(e.attempts) AS max_attempts_seen
+               min(e.created_at) AS oldest_created_at, max(e.attempts) AS max_attempts_seen,
+               min(e.available_at) FILTER (WHERE e.available_at <= now()) AS oldest_available_at
         FROM outbox_event AS e
         WHERE e.status = 'pending'
         GROUP BY e.topic, e.status
         UNION ALL
-        SELECT e.topic, e.status, count(*), 0, min(e.created_at), max(e.attempts)
+        SELECT e.topic, e.status, count(*), 0, min(e.created_at), max(e.attempts), NULL
         FROM outbox_event AS e
         WHERE e.status = 'failed'
         GROUP BY e.topic, e.status
     ),
     done_total AS (
-        SELECT CASE
-                   WHEN estimated_rows IS NOT NULL  -- (greatest() would turn a NULL into 0)
-                       THEN greatest(estimated_rows - (SELECT coalesce(sum(l.events), 0) FROM live AS l), 0)
-               END AS events
-    ),
-    topic_share AS (
-        SELECT s.topic, s.share
-        FROM pg_stats AS st
-        CROSS JOIN LATERAL unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS s(topic, share)
-        WHERE st.schemaname = (
-                  SELECT n.nspname
-                  FROM pg_class AS c
-                  JOIN pg_namespace AS n ON n.oid = c.relnamespace
-                  WHERE c.oid = 'outbox_event'::regclass
-              )
-          AND st.tablename = 'outbox_event'
-          AND st.attname = 'topic'
+        SELECT greatest(estimated_rows - (SELECT coalesce(sum(l.events), 0) FROM live AS l), 0) AS events
     ),
     done_estimated AS (
-        SELECT ts.topic, round(dt.events * ts.share)::bigint AS events
+        SELECT ts.topic, round(dt.events * ts.share / topic_shares)::bigint AS events
         FROM done_total AS dt
-        CROSS JOIN topic_share AS ts
-        WHERE round(dt.events * ts.share) > 0
-        UNION ALL
-        SELECT NULL, rest.events
-        FROM (
-            SELECT round(dt.events * (1 - coalesce((SELECT sum(ts.share) FROM topic_share AS ts), 0)))::bigint
-                       AS events
-            FROM done_total AS dt
-        ) AS rest
-        WHERE rest.events IS NULL OR rest.events > 0
+        CROSS JOIN outbox_stats_topic_shares() AS ts
+        WHERE round(dt.events * ts.share / topic_shares) > 0
     )
     SELECT l.topic, l.status, l.events, l.leased, l.oldest_created_at,
            extract(epoch FROM now() - l.oldest_created_at)::double precision,
-           l.max_attempts_seen, false
+           l.max_attempts_seen, false, l.oldest_available_at,
+           extract(epoch FROM now() - l.oldest_available_at)::double precision
     FROM live AS l
     UNION ALL
-    SELECT d.topic, 'done', d.events, 0::bigint, NULL::timestamptz, NULL::double precision, NULL::integer, true
+    SELECT d.topic, 'done', d.events, 0::bigint, NULL::timestamptz, NULL::double precision, NULL::integer, true,
+           NULL::timestamptz, NULL::double precision
     FROM done_estimated AS d
     ORDER BY 1, 2;
 END;
 $$;
 
-COMMENT ON FUNCTION outbox_stats_rows() IS 'The rows of the outbox_stats view (see the view''s comment).';
+COMMENT ON FUNCTION outbox_stats_by_topic() IS 'The rows of the outbox_stats view (see the view''s comment).';
 
 CREATE OR REPLACE VIEW outbox_stats AS
-SELECT topic, status, events, leased, oldest_created_at, oldest_age_seconds, max_attempts_seen, estimated
-FROM outbox_stats_rows();
+SELECT topic, status, events, leased, oldest_created_at, oldest_age_seconds, max_attempts_seen, estimated,
+       oldest_available_at, lag_seconds
+FROM outbox_stats_by_topic();
+
+-- Its predecessor (before lag_seconds), replaced above: CREATE OR REPLACE VIEW keeps the
+-- view's grants, and a function's result columns cannot change in place.
+DROP FUNCTION IF EXISTS outbox_stats_rows();
 
 COMMENT ON VIEW outbox_stats IS
 'One row per topic and status: events, leased (pending under a live lease), oldest_created_at, '
-'oldest_age_seconds, max_attempts_seen, estimated. Pending and failed rows are exact counts '
-'served by partial indexes. Done rows are exact while outbox_event is at most 64 MB (setting '
-'outbox.stats_exact_max_pages, default 8192 pages); above that they are estimated (estimated = true) '
-'from pg_class.reltuples and the topic column''s statistics, with no oldest/attempts, so the view '
-'never scans the done rows of a large table. A NULL topic on an estimated row: done events not '
-'attributed to a topic; NULL events: the table was never analyzed.';
+'oldest_age_seconds (creation age), max_attempts_seen, estimated, and for pending rows '
+'oldest_available_at and lag_seconds: how long the oldest event claimable now (available_at <= now(): '
+'not leased, not waiting out a backoff) has been claimable; the lag a drainer could remove. '
+'Counts are exact while outbox_event is small (at most 64 MB, setting outbox.stats_exact_max_pages, '
+'or at most 200,000 rows, outbox.stats_exact_max_rows); above that, pending and failed rows stay exact '
+'(partial indexes) and done rows are estimated (estimated = true) from pg_class.reltuples and the '
+'topic column''s statistics, with no oldest/attempts, so the view never scans the done rows of a '
+'large table. Every row has a topic and a count.';
 
 CREATE OR REPLACE VIEW outbox_failures AS
 -- Newest first, served by the partial index outbox_event_failed_idx (id WHERE failed).

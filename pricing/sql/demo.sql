@@ -145,3 +145,9 @@ SELECT topic, status, count(*) AS events
 FROM outbox_event
 GROUP BY 1, 2
 ORDER BY 1, 2;
+
+-- name: demo_checkpoint
+-- After a demo on the embedded server: a checkpoint lets it remove the WAL the run
+-- wrote (within max_wal_size, project/database.py) instead of keeping it until the
+-- next timed checkpoint. Superuser (or pg_checkpoint) only: never on DATABASE_URL.
+CHECKPOINT;

@@ -1,62 +1,25 @@
 """The outbox admin in a real headless Chromium against a live test server.
 
-Debian's ``chromium`` package (``apt-get install chromium``; ``.ci/run`` installs it)
-is driven by Playwright for Python, pointed at the system browser: no browser is
-ever downloaded (``playwright install`` is never run). A missing browser fails the
-test with the command that installs it; it is never skipped.
+The browser comes from tests/browser/conftest.py (Debian's ``chromium``, driven by
+Playwright; skipped without one, except under CI, where that is a failure).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connections
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from pytest_django.live_server_helper import LiveServer
 
 from outbox.models import OutboxEvent
-from tests.factories import make_event
+from tests.factories import make_event, make_result
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path(os.environ.get("OUTBOX_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 PASSWORD = "correct horse battery staple"  # noqa: S105 (a test user's)
-
-
-@pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: the browser tests need Debian's chromium package "
-            "(apt-get update && apt-get install -y chromium), or OUTBOX_TEST_CHROMIUM=/path/to/chromium"
-        )
-    # Playwright's sync API runs an event loop in this thread; the ORM calls of the
-    # test (setting up rows, checking them) are plain sync code, and the live server
-    # answers the browser from its own thread.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-            # Under Playwright's loop the ORM calls of the test ran on connections of
-            # their own (asgiref scopes them by context): close them, or the test
-            # database cannot be dropped at the end of the run.
-            connections.close_all()
 
 
 def log_in(browser: Browser, live_server: LiveServer, username: str) -> Page:
@@ -134,3 +97,35 @@ def test_read_only_staff_sees_the_outbox_but_no_action(browser: Browser, live_se
     expect(page.locator("pre.outbox-error")).to_contain_text("CrawlResult failed-0 does not exist")
     expect(page.locator("#outbox-object-actions")).to_have_count(0)
     expect(page.locator("input[name=_save]")).to_have_count(0)
+
+
+def test_the_event_list_fits_1280_pixels_with_the_error_and_links_to_its_row(
+    browser: Browser, live_server: LiveServer
+) -> None:
+    User.objects.create_superuser("root", "root@example.com", PASSWORD)
+    result = make_result()  # its trigger wrote a pending event; fail it with a long error
+    error = "builtins.LookupError: " + "the price page moved, " * 20 + "giving up"
+    OutboxEvent.objects.filter(key=str(result.pk)).update(
+        status="failed", attempts=3, last_error=error, processed_at=timezone.now()
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/outbox/outboxevent/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#outbox-summary")).to_be_visible()
+
+    results = page.locator("#changelist .results")
+    scroll, client = results.evaluate("el => [el.scrollWidth, el.clientWidth]")
+    assert scroll <= client, f"the list scrolls sideways at 1280 px ({scroll} > {client})"
+    cell = page.locator("#result_list tbody tr").first.locator("td.field-short_error")
+    box = cell.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1280 and box["width"] >= 150, box
+    expect(cell).to_contain_text("LookupError: the price page moved")
+    assert cell.locator("span").get_attribute("title") == error, "the full error on hover"
+
+    page.locator("#result_list tbody tr").first.get_by_role("link").first.click()
+    expect(page.locator("pre.outbox-error")).to_have_text(error)
+    page.locator("#outbox-row-link").click()
+    expect(page).to_have_url(f"{live_server.url}/admin/pricing/crawlresult/{result.pk}/change/")

@@ -17,7 +17,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from outbox.drainer import DrainerConfig, drain
 from outbox.models import OutboxEvent
-from tests.browser.test_admin_browser import PASSWORD, browser, log_in  # noqa: F401 (the fixture)
+from tests.browser.test_admin_browser import PASSWORD, log_in
 from tests.factories import make_product, make_results_sql
 from tests.support import ROOT
 
@@ -27,7 +27,7 @@ ARTIFACTS = Path(os.environ.get("OUTBOX_ARTIFACTS", ROOT / "artifacts")) / "brow
 RESULTS = 120
 
 
-def test_chart_shows_the_drained_events_in_both_themes(browser: Browser, live_server: LiveServer) -> None:  # noqa: F811
+def test_chart_shows_the_drained_events_in_both_themes(browser: Browser, live_server: LiveServer) -> None:
     User.objects.create_superuser("root", "root@example.com", PASSWORD)
     products = [make_product().id for _ in range(4)]
     make_results_sql(products, RESULTS)

@@ -79,13 +79,16 @@ def events() -> dict[str, OutboxEvent]:
 
 def test_changelist_summary_newest_first(admin_client: Client, events: dict[str, OutboxEvent]) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE outbox_event SET created_at = now() - interval '2 hours' WHERE key = 'k-pending'")
+        cursor.execute(
+            "UPDATE outbox_event SET created_at = now() - interval '2 hours', "
+            "available_at = now() - interval '30 minutes' WHERE key = 'k-pending'"
+        )
     response = admin_client.get(url())
     assert response.status_code == 200
     summary = response.context["outbox_summary"]
     counts = {box["status"]: box["count"] for box in summary["boxes"]}
     assert counts == {"pending": "1", "done": "2", "failed": "1"}
-    assert summary["lag"].startswith("2h") and not summary["estimated"]
+    assert summary["lag"].startswith("30m") and summary["oldest_age"].startswith("2h") and not summary["estimated"]
     html = response.content.decode()
     assert 'id="outbox-summary-failed"' in html and "?status__exact=failed" in html
     assert ids_on_page(response) == sorted((e.pk for e in events.values()), reverse=True)
@@ -129,6 +132,10 @@ def test_changelist_never_counts_the_whole_table(admin_client: Client, monkeypat
         )
         cursor.execute("ANALYZE outbox_event")
     monkeypatch.setattr(EstimatedCountPaginator, "exact_count_limit", 100)
+    response = admin_client.get(url())
+    assert response.context["cl"].result_count == 3005, "a table this small is counted exactly"
+    assert not response.context["cl"].paginator.estimated
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_table_limit", 100)
 
     with CaptureQueriesContext(connection) as unfiltered:
         response = admin_client.get(url())

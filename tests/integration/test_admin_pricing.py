@@ -126,3 +126,38 @@ def test_price_history_newest_first_filtered_by_product(admin_client: Client) ->
     spec = next(s for s in response.context["cl"].filter_specs if getattr(s, "parameter_name", "") == "product")
     assert [value for value, _ in spec.lookup_choices] == [str(first.pk), str(second.pk)]
     assert admin_client.get(reverse("admin:pricing_pricehistory_add")).status_code == 403
+
+
+#: One time format on both apps' pages: ISO 8601 in UTC with the age.
+ISO_WITH_AGE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \((?:\d+[dhms] ?)+ ago\)")
+LIST_TIME = re.compile(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ" title="[^"]+Z \([^"]+ ago\)">')
+
+
+def test_both_apps_show_instants_the_same_way(admin_client: Client) -> None:
+    result = make_result(crawled_at=timezone.now() - dt.timedelta(minutes=5))
+    drain()
+    event = OutboxEvent.objects.get(key=str(result.pk))
+    history = PriceHistory.objects.get(crawl_result=result)
+    pages = {
+        "event": reverse("admin:outbox_outboxevent_change", args=[event.pk]),
+        "result": reverse("admin:pricing_crawlresult_change", args=[result.pk]),
+        "history": reverse("admin:pricing_pricehistory_change", args=[history.pk]),
+    }
+    for name, url in pages.items():
+        html = admin_client.get(url).content.decode()
+        assert ISO_WITH_AGE.search(html), f"{name} page: no ISO 8601 UTC instant with its age"
+        assert "a.m." not in html and "p.m." not in html, f"{name} page: Django's local format"
+    lists = ("admin:outbox_outboxevent_changelist", RESULTS, "admin:pricing_pricehistory_changelist")
+    for url in map(reverse, lists):
+        assert LIST_TIME.search(admin_client.get(url).content.decode()), f"{url}: no <time> cell"
+
+
+def test_an_event_page_links_to_the_row_it_is_about(admin_client: Client) -> None:
+    result = make_result()
+    event = OutboxEvent.objects.get(key=str(result.pk))
+    html = admin_client.get(reverse("admin:outbox_outboxevent_change", args=[event.pk])).content.decode()
+    link = reverse("admin:pricing_crawlresult_change", args=[result.pk])
+    assert f'href="{link}" id="outbox-row-link">crawl result {result.pk}</a>' in html
+    stock = OutboxEvent.objects.create(topic="stock.level.counted", key="7")  # no link registered for it
+    html = admin_client.get(reverse("admin:outbox_outboxevent_change", args=[stock.pk])).content.decode()
+    assert "outbox-row-link" not in html

@@ -1,4 +1,4 @@
-"""outbox_backfill: the trigger's payload, the predicate, crawl order, idempotence."""
+"""outbox_backfill: the trigger's payload, the predicate, crawl order, idempotence, any model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,14 +21,15 @@ from outbox.models import OutboxEvent
 from pricing.models import CRAWL_RESULT_CREATED, CrawlResult, PriceHistory
 from pricing.services import backfill
 from tests.factories import make_product, make_result
+from tests.stockapp.models import STOCK_LEVEL_COUNTED, StockLevel
 from tests.support import current_database_url, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def run(*args: str) -> str:
+def run(*args: str, model: str = "pricing.CrawlResult") -> str:
     out = io.StringIO()
-    call_command("outbox_backfill", *args, stdout=out)
+    call_command("outbox_backfill", model, *args, stdout=out)
     return out.getvalue()
 
 
@@ -41,8 +43,8 @@ def test_backfilled_event_is_exactly_the_one_the_trigger_writes() -> None:
     written = OutboxEvent.objects.get()
     forget_events()
     assert run() == (
-        "Enqueued 1 event(s) for 1 result(s) (unprocessed); "
-        "0 already had a pending event or were processed meanwhile.\n"
+        f"Enqueued 1 {CRAWL_RESULT_CREATED} event(s) for 1 row(s) (results not processed yet: history_record_status "
+        "is NULL); 0 already had a pending event or stopped matching meanwhile.\n"
     )
     event = OutboxEvent.objects.get()
     assert (event.topic, event.key, event.status, event.attempts) == (
@@ -52,6 +54,7 @@ def test_backfilled_event_is_exactly_the_one_the_trigger_writes() -> None:
         0,
     )
     assert event.payload == written.payload
+    assert event.bucket == written.bucket is not None, "the order bucket of its product, as the trigger wrote it"
     assert set(event.payload) == {"product_id", "source", "price", "currency", "confidence", "crawled_at"}
 
 
@@ -82,13 +85,16 @@ def test_predicate_status_since_and_source() -> None:
     def keys() -> set[str]:
         return set(OutboxEvent.objects.values_list("key", flat=True))
 
-    assert run("--dry-run") == "Would enqueue events for up to 2 result(s) (unprocessed).\n"
+    assert run("--dry-run") == (
+        f"Would enqueue {CRAWL_RESULT_CREATED} events for up to 2 row(s) (results not processed yet: "
+        "history_record_status is NULL).\n"
+    )
     assert not OutboxEvent.objects.exists(), "a dry run wrote events"
-    run("--since", "2d")
+    run("--filter", "history_record_status__isnull=true", "--filter", "crawled_at__gte=2d")
     assert keys() == {str(recent.pk)}
-    run("--status", "failed", "--status", "skipped", "--source", "html_ml")
+    run("--filter", "history_record_status__in=failed,skipped", "--filter", "source=html_ml")
     assert keys() == {str(recent.pk), str(failed.pk)}
-    run("--status", "skipped")
+    run("--filter", "history_record_status=skipped", "--exclude", "source=html_ml")
     assert keys() == {str(recent.pk), str(failed.pk), str(skipped.pk)}
     run()
     assert keys() == {str(recent.pk), str(failed.pk), str(skipped.pk), str(unprocessed.pk)}
@@ -158,7 +164,7 @@ def test_concurrent_backfills_take_turns_and_never_duplicate(other: psycopg.Conn
     """The other session is a second backfill caught between its lock and its commit."""
     result = make_result()
     forget_events()
-    other.execute("SELECT pg_advisory_xact_lock(hashtext('pricing.outbox_backfill'))")
+    other.execute("SELECT pg_advisory_xact_lock(hashtext('outbox.backfill:' || %s))", [CRAWL_RESULT_CREATED])
     other.execute(
         "INSERT INTO outbox_event (topic, key) VALUES (%s, %s)",
         [CRAWL_RESULT_CREATED, str(result.pk)],
@@ -191,12 +197,54 @@ def test_concurrent_backfills_take_turns_and_never_duplicate(other: psycopg.Conn
 @pytest.mark.parametrize(
     ("args", "text"),
     [
-        (["--status", "recorded"], "--status: invalid choice: 'recorded'"),
-        (["--since", "last week"], "--since: must be a date or time such as 2026-11-01"),
+        (["--filter", "crawled_at__gte=last week"], "--filter crawled_at__gte: must be a date or time such as"),
+        (["--filter", "source"], "--filter: must be LOOKUP=VALUE"),
+        (["--filter", "colour=red"], "Cannot resolve keyword 'colour' into field"),
+        (["--filter", "history_record_status__isnull=maybe"], "must be true or false, got 'maybe'"),
         (["--chunk-size", "0"], "--chunk-size: must be from 1 to 100000, got 0"),
-        (["--source", ""], "--source: must not be empty"),
+        (["--id", ""], "--id: must not be empty"),
+        (["--all", "--filter", "source=x"], "--all chooses every row"),
+        (["--ids-from", "/nonexistent/ids.txt"], "--ids-from /nonexistent/ids.txt: No such file or directory"),
+        (["--topic", "stock.level.counted"], "has no outbox trigger for topic 'stock.level.counted'"),
     ],
 )
 def test_bad_arguments(args: list[str], text: str) -> None:
     with pytest.raises(CommandError, match=text):
         run(*args)
+    assert not OutboxEvent.objects.exists()
+
+
+def test_bad_models() -> None:
+    with pytest.raises(CommandError, match="pricing.Product has no outbox trigger"):
+        run("--all", model="pricing.Product")
+    with pytest.raises(CommandError, match="models with an outbox trigger: pricing.CrawlResult, stockapp.StockLevel"):
+        run("--all", model="pricing.Nothing")
+
+
+def test_ids_from_a_file_the_cut_over_from_a_queue_of_ids(tmp_path: Path) -> None:
+    """The ids left in the old queue, dumped to a file, become events; the rest do not."""
+    product = make_product()
+    queued = [make_result(product, history_record_status="failed") for _ in range(3)]
+    other = make_result(product)
+    forget_events()
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# LRANGE auto_record_queue 0 -1\n" + "\n".join(str(r.pk) for r in queued) + "\n\n")
+    out = run("--ids-from", str(ids))
+    assert "Enqueued 3" in out and "3 key(s) given" in out, out
+    assert set(OutboxEvent.objects.values_list("key", flat=True)) == {str(r.pk) for r in queued}
+    assert str(other.pk) not in set(OutboxEvent.objects.values_list("key", flat=True))
+
+
+def test_any_model_with_an_outbox_trigger_in_primary_key_order() -> None:
+    """Nothing pricing: the stock app's model, no registered default, its own payload."""
+    levels = [StockLevel.objects.create(sku=f"SKU-{i}", warehouse="north", quantity=i) for i in range(5)]
+    written = {e.key: e.payload for e in OutboxEvent.objects.filter(topic=STOCK_LEVEL_COUNTED)}
+    OutboxEvent.objects.filter(topic=STOCK_LEVEL_COUNTED).delete()
+    with pytest.raises(CommandError, match="choose the rows of stockapp.StockLevel"):
+        run(model="stockapp.StockLevel")
+    out = run("--all", "--chunk-size", "2", model="stockapp.StockLevel")
+    assert out.startswith(f"Enqueued 5 {STOCK_LEVEL_COUNTED} event(s) for 5 row(s) (all rows)"), out
+    events = list(OutboxEvent.objects.filter(topic=STOCK_LEVEL_COUNTED).order_by("id"))
+    assert [e.key for e in events] == [str(level.pk) for level in levels]
+    assert {e.key: e.payload for e in events} == written
+    assert "Enqueued 0" in run("--all", model="stockapp.StockLevel")  # idempotent

@@ -37,14 +37,17 @@ def make_mix() -> None:
     make_event("stock.level.counted", "f1", status="failed", attempts=3, last_error="boom", processed_at=ago(hours=1))
     make_event("stock.level.counted", "d1", status="done", attempts=1, processed_at=ago(minutes=5))
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE outbox_event SET created_at = now() - interval '10 minutes' WHERE key = 'p1'")
+        cursor.execute(
+            "UPDATE outbox_event SET created_at = now() - interval '10 minutes', "
+            "available_at = now() - interval '10 minutes' WHERE key = 'p1'"
+        )
 
 
 def test_status_prints_a_table_of_counts_and_the_lag() -> None:
     make_mix()
     out = run("outbox_status")
     assert "Outbox: 2 pending (1 processing, 1 queued), 1 failed, 1 done" in out
-    assert "Lag: the oldest pending event is 10m" in out
+    assert "Lag: 10m 0s (the oldest event claimable now has waited that long)" in out
     for text in ("pricing.crawl_result.created", "stock.level.counted", "pending", "failed", "done"):
         assert text in out, out
     assert "~" not in out, "nothing here is an estimate"
@@ -64,9 +67,20 @@ def test_status_json_keeps_the_old_keys() -> None:
 def test_status_fail_if_lag_over_exits_2_only_when_over() -> None:
     make_mix()
     assert "Outbox:" in run("outbox_status", "--fail-if-lag-over", "1h")
-    with pytest.raises(CommandError, match=r"older than --fail-if-lag-over 5m") as info:
+    with pytest.raises(CommandError, match=r"has waited longer than --fail-if-lag-over 5m") as info:
         run("outbox_status", "--fail-if-lag-over", "300")
     assert info.value.returncode == 2
+
+
+def test_retried_old_failures_do_not_trip_the_lag_probe() -> None:
+    """The lag counts from when an event became claimable: a retry of day-old failures is not lag."""
+    for i in range(3):
+        make_event("t", f"old-{i}", status="failed", attempts=3, processed_at=ago(days=1))
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE outbox_event SET created_at = now() - interval '2 days'")
+    assert run("outbox_retry") == "Retried 3 failed event(s).\n"
+    data = json.loads(run("outbox_status", "--json", "--fail-if-lag-over", "5m"))  # exits 0: no CommandError
+    assert data["lag_seconds"] < 60 and data["oldest_pending_age_seconds"] >= 2 * 86400, data
 
 
 def test_status_fail_if_lag_over_in_a_real_process() -> None:

@@ -226,7 +226,7 @@ def test_the_functions_are_not_callable_by_everyone() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT p.proname, p.prosecdef, p.proconfig, has_function_privilege('public', p.oid, 'EXECUTE') "
-            "FROM pg_proc AS p WHERE p.proname IN ('outbox_stats_rows', 'outbox_drainer_sessions', "
+            "FROM pg_proc AS p WHERE p.proname IN ('outbox_stats_by_topic', 'outbox_drainer_sessions', "
             "'outbox_session_rows', 'outbox_throughput_rows') ORDER BY 1"
         )
         rows = cursor.fetchall()
@@ -235,7 +235,7 @@ def test_the_functions_are_not_callable_by_everyone() -> None:
     assert [name for name, *_ in rows] == [
         "outbox_drainer_sessions",
         "outbox_session_rows",
-        "outbox_stats_rows",
+        "outbox_stats_by_topic",
         "outbox_throughput_rows",
     ]
     for name, definer, config, public in rows:

@@ -112,6 +112,7 @@ def test_bad_row_from_a_plain_sql_writer_is_refused_and_leaves_nothing() -> None
     assert OutboxEvent.objects.count() == 0
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])  # makemigrations reads every alias
 def test_schema_matches_the_models() -> None:
     from django.core.management import call_command
 

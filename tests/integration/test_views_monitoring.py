@@ -32,7 +32,13 @@ def test_outbox_stats_one_row_per_topic_and_status() -> None:
     make_event("a", "3", status="failed", attempts=5, processed_at=ago(minutes=2))
     make_event("b", "4", status="done", attempts=1, processed_at=ago(minutes=1))
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE outbox_event SET created_at = now() - interval '1 hour' WHERE key = '2'")
+        # Created an hour ago, claimable for ten minutes (a retry or a backoff made it wait).
+        cursor.execute(
+            "UPDATE outbox_event SET created_at = now() - interval '1 hour', "
+            "available_at = now() - interval '10 minutes' WHERE key = '2'"
+        )
+        # Leased: claimable again only when its lease ends, so no lag of its own.
+        cursor.execute("UPDATE outbox_event SET available_at = locked_until WHERE key = '1'")
     rows = {(r["topic"], r["status"]): r for r in fetch("SELECT * FROM outbox_stats")}
     assert set(rows) == {("a", "pending"), ("a", "failed"), ("b", "done")}
     pending = rows[("a", "pending")]
@@ -43,6 +49,9 @@ def test_outbox_stats_one_row_per_topic_and_status() -> None:
         False,
     )
     assert 3600 <= pending["oldest_age_seconds"] < 3700
+    assert 600 <= pending["lag_seconds"] < 700, "the lag counts from when the event became claimable"
+    assert pending["oldest_available_at"] <= ago(minutes=10) + dt.timedelta(seconds=1)
+    assert rows[("a", "failed")]["lag_seconds"] is None and rows[("b", "done")]["lag_seconds"] is None
     assert pending["oldest_created_at"] <= ago(hours=1) + dt.timedelta(seconds=1)
     assert (rows[("a", "failed")]["events"], rows[("a", "failed")]["max_attempts_seen"]) == (1, 5)
     assert (rows[("b", "done")]["events"], rows[("b", "done")]["estimated"]) == (1, False)
@@ -63,7 +72,13 @@ def test_outbox_stats_one_row_per_topic_and_status() -> None:
         "oldest_age_seconds",
         "max_attempts_seen",
         "estimated",
+        "oldest_available_at",
+        "lag_seconds",
     ]
+
+
+#: As on a large table: every done count estimated, whatever the size.
+ESTIMATE_ALWAYS = "SET LOCAL outbox.stats_exact_max_pages = 0; SET LOCAL outbox.stats_exact_max_rows = 0"
 
 
 @pytest.fixture
@@ -71,7 +86,7 @@ def estimating() -> Iterator[None]:
     """outbox_stats as on a large table: done rows estimated, whatever the size."""
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL outbox.stats_exact_max_pages = 0")
+            cursor.execute(ESTIMATE_ALWAYS)
         yield
 
 
@@ -93,7 +108,7 @@ def test_outbox_stats_estimates_done_rows_from_statistics() -> None:
         cursor.execute("ANALYZE outbox_event")
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL outbox.stats_exact_max_pages = 0")
+            cursor.execute(ESTIMATE_ALWAYS)
         rows = {(r["topic"], r["status"]): r for r in fetch("SELECT * FROM outbox_stats")}
     done_big, done_small = rows[("big", "done")], rows[("small", "done")]
     assert done_big["estimated"] and done_small["estimated"]
@@ -106,24 +121,48 @@ def test_outbox_stats_estimates_done_rows_from_statistics() -> None:
 
 @pytest.mark.django_db(transaction=False)
 @pytest.mark.usefixtures("estimating")
-def test_outbox_stats_without_statistics_says_unknown() -> None:
+def test_outbox_stats_without_statistics_counts_exactly() -> None:
+    """Nothing to estimate from (never analyzed): exact counts, never a row without a count."""
     make_event("t", "d", status="done")
     with connection.cursor() as cursor:
         # As on a table never vacuumed nor analyzed (the test's transaction undoes it).
         cursor.execute("UPDATE pg_class SET reltuples = -1 WHERE oid = 'outbox_event'::regclass")
         cursor.execute("DELETE FROM pg_statistic WHERE starelid = 'outbox_event'::regclass")
-    rows = fetch("SELECT * FROM outbox_stats WHERE status = 'done'")
-    assert rows == [
-        {
-            "topic": None,
-            "status": "done",
-            "events": None,
-            "leased": 0,
-            "oldest_created_at": None,
-            "oldest_age_seconds": None,
-            "max_attempts_seen": None,
-            "estimated": True,
-        }
+    rows = fetch("SELECT topic, status, events, estimated FROM outbox_stats WHERE status = 'done'")
+    assert rows == [{"topic": "t", "status": "done", "events": 1, "estimated": False}]
+
+
+def test_estimated_done_rows_all_have_a_topic_and_add_up() -> None:
+    """Rare topics below the statistics' horizon: their share goes to the common ones."""
+    fill_done({"big": 6000, "small": 2000, **{f"rare-{i}": 1 for i in range(5)}})
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE outbox_event ALTER COLUMN topic SET STATISTICS 2")  # only 2 common values
+        cursor.execute("ANALYZE outbox_event")
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(ESTIMATE_ALWAYS)
+            rows = fetch("SELECT topic, events, estimated FROM outbox_stats WHERE status = 'done'")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE outbox_event ALTER COLUMN topic SET STATISTICS -1")
+    assert all(r["topic"] and r["events"] and r["estimated"] for r in rows), rows
+    assert {r["topic"] for r in rows} == {"big", "small"}
+    assert abs(sum(r["events"] for r in rows) - 8005) <= 80, rows
+
+
+@pytest.mark.django_db(transaction=False)
+@pytest.mark.usefixtures("estimating")
+def test_a_bloated_table_of_few_rows_is_counted_exactly() -> None:
+    """Over the page limit but under the row limit (a demo table after a few runs): exact."""
+    fill_done({"t": 500})
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE outbox_event")
+    query = "SELECT topic, estimated FROM outbox_stats WHERE status = 'done'"
+    assert fetch(query) == [{"topic": "t", "estimated": True}]  # both limits 0: estimated
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL outbox.stats_exact_max_rows = 200000")  # pages still over their limit
+    assert fetch("SELECT topic, events, estimated FROM outbox_stats WHERE status = 'done'") == [
+        {"topic": "t", "events": 500, "estimated": False}
     ]
 
 
@@ -143,7 +182,7 @@ def test_outbox_stats_on_a_large_table_reads_no_done_row() -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE outbox_event")
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL outbox.stats_exact_max_pages = 0")
+        cursor.execute(ESTIMATE_ALWAYS)
         before = _reads(cursor)
         cursor.execute("SELECT * FROM outbox_stats")
         rows = cursor.fetchall()

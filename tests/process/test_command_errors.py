@@ -81,7 +81,7 @@ def unmigrated_url(db: None) -> Iterator[str]:
         ["outbox_status"],
         ["outbox_retry"],
         ["outbox_purge", "--older-than", "7d"],
-        ["outbox_backfill", "--dry-run"],
+        ["outbox_backfill", "pricing.CrawlResult", "--dry-run"],
         ["drain_outbox", "--once"],
     ],
 )

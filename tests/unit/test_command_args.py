@@ -43,13 +43,22 @@ TIMEOUT = "seconds (24.8 days, the longest timeout PostgreSQL accepts)"
         ("outbox_purge", ["--chunk-size", str(2**63)], "argument --chunk-size: must be from 1 to 100000"),
         ("outbox_doctor", ["--max-transaction-age", "1" + "0" * 20 + "d"], "must be at most 36500d (100 years)"),
         ("outbox_status", ["--fail-if-lag-over", "99999999999w"], "must be at most 36500d (100 years)"),
-        ("outbox_backfill", ["--since", "99999999999d"], "argument --since: must be at most 36500d (100 years)"),
         (
             "outbox_backfill",
-            ["--since", "9999-12-31T23:59:59-23:59"],
-            "--since: must be an instant from 0001-01-01 to 9999-12-31 in UTC, got '9999-12-31T23:59:59-23:59'",
+            ["pricing.CrawlResult", "--filter", "crawled_at__gte=99999999999d"],
+            "--filter crawled_at__gte: must be at most 36500d (100 years)",
         ),
-        ("outbox_backfill", ["--since", "0001-01-01T00:00:00+01:00"], "must be an instant from 0001-01-01"),
+        (
+            "outbox_backfill",
+            ["pricing.CrawlResult", "--filter", "crawled_at__gte=9999-12-31T23:59:59-23:59"],
+            "--filter crawled_at__gte: must be an instant from 0001-01-01 to 9999-12-31 in UTC, "
+            "got '9999-12-31T23:59:59-23:59'",
+        ),
+        (
+            "outbox_backfill",
+            ["pricing.CrawlResult", "--filter", "crawled_at__lt=0001-01-01T00:00:00+01:00"],
+            "must be an instant from 0001-01-01",
+        ),
         ("outbox_backfill", ["--chunk-size", "0"], "argument --chunk-size: must be from 1 to 100000, got 0"),
     ],
 )

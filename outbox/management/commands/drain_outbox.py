@@ -8,9 +8,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from outbox.databases import draining
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
 from outbox.exceptions import HandlerStartFailed, OutboxConfigError
 from outbox.management.commands._args import listen_address, positive_float, setting, settings_or_defaults
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 
 _VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
@@ -80,6 +82,7 @@ class Command(BaseCommand):
                 f"(default: {ONCE_GIVE_UP_AFTER:g} with --once; without --once, never: keep retrying)."
             ),
         )
+        add_database_argument(parser, "outbox to drain; each database has its own")
 
         parser.add_argument(
             "--metrics-port",
@@ -113,18 +116,19 @@ class Command(BaseCommand):
             for topic in options["topics"]:
                 if not topic.strip():
                     raise CommandError("--topic must not be empty")
+        alias = options["database"]
         if options["once"]:
             # Run mode waits for a database that is down or not migrated yet; --once says so.
-            preflight(None, unreachable_ok=True)
+            preflight(None, using=alias, unreachable_ok=True)
             connections.close_all()  # the drainer names and sets up its session when it connects
         try:
-            drainer = Drainer(config)
+            drainer = Drainer(config, using=alias)
         except OutboxConfigError as exc:
             raise CommandError(str(exc)) from exc
         if options["metrics_port"] is not None:
             self._serve_metrics(*options["metrics_port"], drainer)
         try:
-            with drainer.signals_handled():
+            with drainer.signals_handled(), draining(alias):
                 result = drainer.drain() if options["once"] else drainer.run()
         except (DatabaseUnavailable, HandlerStartFailed) as exc:
             raise CommandError(str(exc)) from exc

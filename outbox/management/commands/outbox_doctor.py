@@ -17,6 +17,7 @@ from rich.text import Text
 
 from outbox import services
 from outbox.management.commands._args import duration, format_duration, fraction
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 from outbox.management.commands.outbox_status import console_for
 
@@ -50,14 +51,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="Print the checks as a JSON list.")
         parser.add_argument("--strict", action="store_true", help="Exit 1 on a warning too.")
+        add_database_argument(parser, "outbox to check")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        preflight(())  # the settings and the connection; the schema is the doctor's first check
+        # The settings and the connection; the schema is the doctor's first check.
+        preflight((), using=options["database"])
         limits = services.DoctorLimits(
             max_transaction_age=options["max_transaction_age"],
             max_dead_ratio=options["max_dead_ratio"],
         )
-        report = services.doctor(limits)
+        report = services.doctor(limits, using=options["database"])
         if options["json"]:
             self.stdout.write(json.dumps([asdict(check) for check in report.checks], indent=2))
         else:

@@ -14,6 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from outbox import services
 from outbox.management.commands._args import chunk_size, duration_with_unit, format_duration, settings_or_defaults
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 from outbox.management.commands.outbox_status import console_for
 
@@ -55,9 +56,10 @@ class Command(BaseCommand):
             "(default: %(default)r).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
+        add_database_argument(parser, "outbox to purge")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        preflight()
+        preflight(using=options["database"])
         status = options["status"]
         older_than = options["older_than"]
         if status == "failed" and not options["yes"] and not options["dry_run"]:
@@ -67,7 +69,7 @@ class Command(BaseCommand):
             )
         age = format_duration(older_than)
         if options["dry_run"]:
-            count = services.purge(older_than=older_than, status=status, dry_run=True)
+            count = services.purge(older_than=older_than, status=status, dry_run=True, using=options["database"])
             self.stdout.write(f"Would purge {count:,} {status} event(s) finished more than {age} ago.")
             return
         console = console_for(self.stdout)
@@ -81,8 +83,14 @@ class Command(BaseCommand):
                     progress.update(task, description=f"purged {deleted:,} {status} events older than {age}")
 
                 count = services.purge(
-                    older_than=older_than, status=status, chunk=options["chunk_size"], progress=report
+                    older_than=older_than,
+                    status=status,
+                    chunk=options["chunk_size"],
+                    progress=report,
+                    using=options["database"],
                 )
         else:
-            count = services.purge(older_than=older_than, status=status, chunk=options["chunk_size"])
+            count = services.purge(
+                older_than=older_than, status=status, chunk=options["chunk_size"], using=options["database"]
+            )
         self.stdout.write(f"Purged {count:,} {status} event(s) finished more than {age} ago.")

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox import services
 from outbox.management.commands._args import chunk_size, non_empty, positive_int
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 
 
@@ -49,9 +50,10 @@ class Command(BaseCommand):
             help="Events per statement and transaction (default: %(default)r).",
         )
         parser.add_argument("--dry-run", action="store_true", help="Count what would be retried; change nothing.")
+        add_database_argument(parser, "outbox to retry in")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        preflight()
+        preflight(using=options["database"])
         ids = options["ids"]
         try:
             count = services.retry(
@@ -60,6 +62,7 @@ class Command(BaseCommand):
                 ids=ids,
                 dry_run=options["dry_run"],
                 chunk=options["chunk_size"],
+                using=options["database"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -2,7 +2,9 @@
 
 Reads the ``outbox_stats`` view once (``outbox.services.status``). ``--json`` keeps
 the old design's keys for scripts; ``--fail-if-lag-over`` turns it into a cron or
-monitoring probe that exits 2 when the oldest pending event is too old.
+monitoring probe that exits 2 when the lag is too long. The lag is how long the
+oldest event claimable now has waited for a drainer: an event retried or backed off
+counts from when it became claimable again; its age since creation is shown apart.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.table import Table
 
 from outbox import services
 from outbox.management.commands._args import duration, format_duration, non_empty
+from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 
 #: Exit status of --fail-if-lag-over when the lag is over the limit.
@@ -36,8 +39,8 @@ def _count(value: int | None, estimated: bool) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Show the outbox's events per topic and status and its lag (the age of the oldest pending "
-        "event), read from the outbox_stats view. Done counts are estimates on a large table (marked ~)."
+        "Show the outbox's events per topic and status and its lag (how long the oldest event claimable now "
+        "has waited), read from the outbox_stats view. Done counts are estimates on a large table (marked ~)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -45,7 +48,7 @@ class Command(BaseCommand):
             "--json",
             action="store_true",
             help="Print one JSON object: per-status counts, queue_size, processing_size, failed_size, "
-            "oldest_pending_age_seconds and the per-topic rows.",
+            "lag_seconds, oldest_pending_age_seconds and the per-topic rows.",
         )
         parser.add_argument(
             "--topic",
@@ -60,22 +63,23 @@ class Command(BaseCommand):
             type=duration,
             default=None,
             metavar="SECONDS",
-            help=f"Exit {LAG_EXIT_CODE} when the oldest pending event is older than this many seconds "
-            "(or 90s, 15m, 1h); unset: never (default: %(default)r).",
+            help=f"Exit {LAG_EXIT_CODE} when the oldest event claimable now has waited longer than this many "
+            "seconds (or 90s, 15m, 1h); unset: never (default: %(default)r).",
         )
+        add_database_argument(parser, "outbox to read")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        preflight()
-        result = services.status(topics=options["topics"])
+        preflight(using=options["database"])
+        result = services.status(topics=options["topics"], using=options["database"])
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=False))
         else:
             self._print(result)
         limit = options["fail_if_lag_over"]
-        lag = result.oldest_pending_age_seconds
+        lag = result.lag_seconds
         if limit is not None and lag is not None and lag > limit:
             raise CommandError(
-                f"lag {services.format_age(lag)} ({lag:.0f}s): the oldest pending event is older than "
+                f"lag {services.format_age(lag)} ({lag:.0f}s): the oldest claimable event has waited longer than "
                 f"--fail-if-lag-over {format_duration(limit)}",
                 returncode=LAG_EXIT_CODE,
             )
@@ -90,18 +94,26 @@ class Command(BaseCommand):
             f"{_count(counts['failed'], 'failed' in estimated)} failed, "
             f"{_count(counts['done'], 'done' in estimated)} done"
         )
-        lag = result.oldest_pending_age_seconds
-        console.print(
-            "Lag: nothing pending"
-            if lag is None
-            else f"Lag: the oldest pending event is {services.format_age(lag)} old"
-        )
+        lag, age = result.lag_seconds, result.oldest_pending_age_seconds
+        if age is None:
+            console.print("Lag: nothing pending")
+        elif lag is None:
+            console.print(
+                "Lag: none (nothing claimable now); "
+                f"the oldest pending event was created {services.format_age(age)} ago"
+            )
+        else:
+            console.print(
+                f"Lag: {services.format_age(lag)} (the oldest event claimable now has waited that long); "
+                f"the oldest pending event was created {services.format_age(age)} ago"
+            )
         table = Table(show_lines=False, header_style="bold")
         table.add_column("topic")
         table.add_column("status")
         table.add_column("events", justify="right")
         table.add_column("processing", justify="right")
-        table.add_column("oldest", justify="right")
+        table.add_column("lag", justify="right")
+        table.add_column("oldest (created)", justify="right")
         table.add_column("max attempts", justify="right")
         for row in result.rows:
             table.add_row(
@@ -109,6 +121,7 @@ class Command(BaseCommand):
                 row.status,
                 _count(row.events, row.estimated),
                 f"{row.leased:,}" if row.status == "pending" else "",
+                services.format_age(row.lag_seconds) if row.status == "pending" else "",
                 services.format_age(row.oldest_age_seconds),
                 "-" if row.max_attempts_seen is None else str(row.max_attempts_seen),
             )

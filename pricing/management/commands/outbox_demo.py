@@ -89,8 +89,7 @@ class Command(BaseCommand):
             keep=options["keep"],
         )
         console = make_console(getattr(self.stdout, "_out", self.stdout))
-        note = getattr(settings, "DATABASE_NOTE", "")
-        console.print(f"outbox_demo: {note or 'DATABASE_URL is set'}; migrating")
+        console.print(f"outbox_demo: on {demo.database_description()}; migrating")
         try:
             call_command("migrate", interactive=False, verbosity=0)
         except DatabaseError as exc:
@@ -110,3 +109,9 @@ class Command(BaseCommand):
             admin_registered=admin.site.is_registered(OutboxEvent),
             base_dir=Path(settings.BASE_DIR),
         )
+        if getattr(settings, "EMBEDDED_PGDATA", ""):
+            demo.reclaim_wal()
+            console.print(
+                f"The embedded PostgreSQL in {settings.EMBEDDED_PGDATA} keeps running for the next command "
+                "(a checkpoint dropped the WAL this run wrote); stop it with: python manage.py embedded_postgres stop"
+            )
