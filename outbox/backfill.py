@@ -30,7 +30,7 @@ from django.db.models.functions import RowNumber
 from psycopg import sql
 
 from outbox.sql import Queries
-from outbox.triggers import NOTIFY_CHANNEL, OutboxTrigger
+from outbox.triggers import NOTIFY_CHANNEL, OutboxTrigger, model_outbox_triggers
 
 queries = Queries(Path(__file__).with_name("sql") / "backfill.sql")
 
@@ -75,14 +75,9 @@ def defaults_for(model: type[models.Model]) -> BackfillDefaults | None:
     return _defaults.get(model)
 
 
-def outbox_triggers(model: type[models.Model]) -> list[OutboxTrigger]:
-    """The model's outbox triggers (``outbox_trigger()`` in its ``Meta.triggers``)."""
-    return [t for t in getattr(model._meta, "triggers", []) if isinstance(t, OutboxTrigger)]
-
-
 def trigger_for(model: type[models.Model], topic: str | None = None) -> OutboxTrigger:
     """The outbox trigger of ``model`` (the one writing ``topic`` when it has several)."""
-    triggers = outbox_triggers(model)
+    triggers = model_outbox_triggers(model)
     label = model._meta.label
     if not triggers:
         raise ValueError(f"{label} has no outbox trigger (outbox_trigger() in its Meta.triggers): nothing to backfill")
@@ -188,7 +183,7 @@ def parse_model(label: str) -> type[models.Model]:
     try:
         return apps.get_model(label)
     except (LookupError, ValueError):
-        with_trigger = sorted(m._meta.label for m in apps.get_models() if outbox_triggers(m))
+        with_trigger = sorted(m._meta.label for m in apps.get_models() if model_outbox_triggers(m))
         raise ValueError(
             f"{label!r} is not a model (app_label.ModelName); models with an outbox trigger: "
             f"{', '.join(with_trigger) or 'none'}"

@@ -38,8 +38,29 @@ from outbox.exceptions import HandlerAlreadyRegistered, HandlerStartFailed, Payl
 
 #: Largest payload a drainer reads (bytes of its JSON text); a larger one fails its event.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of lists and objects a payload may have. Below Python's default
+#: recursion limit, so the same payload decodes (or fails) on every interpreter.
+MAX_PAYLOAD_DEPTH = 512
 
 _UNSET: Any = object()
+
+
+def _deeper_than(value: Any, text: str, limit: int) -> bool:
+    """Whether a decoded payload nests lists and objects more than ``limit`` deep.
+
+    A payload with no more than ``limit`` brackets cannot be that deep, so the walk
+    (iterative: a deep value must not recurse here either) runs only for the rare others.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        node, depth = level.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 class Event:
@@ -105,11 +126,14 @@ class Event:
                 f"event {self.id}: payload of {self._payload_size} bytes is larger than "
                 f"the {MAX_PAYLOAD_BYTES} bytes a drainer reads"
             )
+        too_deep = f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"
         try:
             value = json.loads(self._payload_text)
         except (RecursionError, ValueError, MemoryError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc) or type(exc).__name__
+            reason = too_deep if isinstance(exc, RecursionError) else str(exc) or type(exc).__name__
             raise PayloadError(f"event {self.id}: payload cannot be decoded: {reason}") from None
+        if _deeper_than(value, self._payload_text, MAX_PAYLOAD_DEPTH):
+            raise PayloadError(f"event {self.id}: payload cannot be decoded: {too_deep}")
         if not isinstance(value, dict):
             raise PayloadError(f"event {self.id}: payload is a JSON {type(value).__name__}, not an object")
         return value
@@ -260,20 +284,6 @@ class HandlerRegistry:
 
     def restore(self, handlers: Iterable[tuple[str, Registration]]) -> None:
         self._handlers = dict(handlers)
-
-
-def ordered_topics_of_triggers() -> set[str]:
-    """Topics whose ``outbox_trigger`` (in any installed model) has an order key."""
-    from django.apps import apps
-
-    from outbox.triggers import OutboxTrigger
-
-    topics: set[str] = set()
-    for model in apps.get_models():
-        for trigger in getattr(model._meta, "triggers", ()):
-            if isinstance(trigger, OutboxTrigger) and trigger.order_key is not None:
-                topics.add(trigger.topic)
-    return topics
 
 
 #: The process-wide registry that ``drain_outbox`` uses.

@@ -185,3 +185,20 @@ def outbox_trigger(
         declare=[("inserted", "bigint")],
         func=func,
     )
+
+
+def model_outbox_triggers(model: type[models.Model]) -> list[OutboxTrigger]:
+    """The outbox triggers of one model (``outbox_trigger()`` in its ``Meta.triggers``)."""
+    return [t for t in getattr(model._meta, "triggers", ()) if isinstance(t, OutboxTrigger)]
+
+
+def outbox_triggers() -> list[tuple[type[models.Model], OutboxTrigger]]:
+    """Every installed model's outbox triggers: (model, trigger)."""
+    from django.apps import apps
+
+    return [(model, trigger) for model in apps.get_models() for trigger in model_outbox_triggers(model)]
+
+
+def ordered_topics() -> set[str]:
+    """Topics whose outbox trigger (in any installed model) has an order key."""
+    return {trigger.topic for _, trigger in outbox_triggers() if trigger.order_key is not None}

@@ -25,8 +25,9 @@ from outbox.drainer.report import DrainResult
 from outbox.drainer.session import Outage, Session
 from outbox.drainer.store import ClaimedRow, Store
 from outbox.exceptions import OutboxConfigError
-from outbox.handlers import Event, HandlerRegistry, ordered_topics_of_triggers, registry
+from outbox.handlers import Event, HandlerRegistry, registry
 from outbox.signals import batch_claimed, drainer_started, drainer_stopped, reconnected
+from outbox.triggers import ordered_topics
 
 logger = logging.getLogger("outbox.drainer")
 
@@ -266,7 +267,7 @@ class Drainer:
         return sorted(set(self.config.topics))
 
     def _ordered_topics(self) -> list[str]:
-        from_triggers = ordered_topics_of_triggers()
+        from_triggers = ordered_topics()
         ordered = []
         for topic in self.topics:
             registration = self.registry.get(topic)

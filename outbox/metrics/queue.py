@@ -115,7 +115,7 @@ class QueueStateCollector(Collector):
 
     def _drainers(self, cursor: Any) -> dict[str | None, int]:
         """Live drainers per topic they handle; None: how many in all."""
-        cursor.execute(metrics_queries.metrics_live_drainers, {"expiry": get_settings().lease})
+        cursor.execute(queries.drainer_live_by_topic, {"expiry": get_settings().lease})
         return {topic: int(count) for topic, count in cursor.fetchall()}
 
     @staticmethod

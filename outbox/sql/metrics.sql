@@ -20,20 +20,6 @@ CROSS JOIN LATERAL (
 ) AS o
 ORDER BY t.topic;
 
--- name: metrics_live_drainers
--- The drainers alive now, as the drainers themselves count them (bucket_rebalance's
--- "live"): seen within %(expiry)s seconds and, if connected directly, with a session.
--- One row per topic they handle (how many handle it) and a NULL-topic row: how many
--- there are in all.
-SELECT t.topic, count(DISTINCT d.name)
-FROM outbox_drainer AS d
-LEFT JOIN LATERAL unnest(d.topics) AS t(topic) ON true
-WHERE d.seen_at > now() - make_interval(secs => %(expiry)s)
-  AND (NOT d.direct OR d.name IN (
-      SELECT a.application_name FROM pg_stat_activity AS a WHERE a.datname = current_database()))
-GROUP BY GROUPING SETS ((t.topic), ())
-HAVING t.topic IS NOT NULL OR GROUPING(t.topic) = 1;
-
 -- name: metrics_xmin_horizon
 -- What holds back VACUUM's horizon in this database: the largest age (in transactions)
 -- of its other sessions' snapshots (backend_xmin) or own transaction ids (backend_xid:

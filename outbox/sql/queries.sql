@@ -553,6 +553,33 @@ WHERE datname = current_database()
 GROUP BY application_name
 ORDER BY application_name;
 
+-- name: drainer_live_by_topic
+-- The drainers alive now, as the drainers themselves count them (bucket_rebalance's
+-- "live"): seen within %(expiry)s seconds and, if connected directly, with a session.
+-- One row per topic they handle (how many handle it) and a NULL-topic row: how many
+-- there are in all. outbox_status, the doctor and the metrics read it.
+SELECT t.topic, count(DISTINCT d.name)
+FROM outbox_drainer AS d
+LEFT JOIN LATERAL unnest(d.topics) AS t(topic) ON true
+WHERE d.seen_at > now() - make_interval(secs => %(expiry)s)
+  AND (NOT d.direct OR d.name IN (
+      SELECT a.application_name FROM pg_stat_activity AS a WHERE a.datname = current_database()))
+GROUP BY GROUPING SETS ((t.topic), ())
+HAVING t.topic IS NOT NULL OR GROUPING(t.topic) = 1;
+
+-- name: event_pending_topics
+-- The topics that have pending events: one index probe per topic (a loose index scan
+-- of the claim index, whose first column is the topic), however many are pending.
+WITH RECURSIVE topics AS (
+    (SELECT topic FROM outbox_event WHERE status = 'pending' ORDER BY topic LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.topic FROM outbox_event AS e
+            WHERE e.status = 'pending' AND e.topic > t.topic ORDER BY e.topic LIMIT 1)
+    FROM topics AS t
+    WHERE t.topic IS NOT NULL
+)
+SELECT topic FROM topics WHERE topic IS NOT NULL;
+
 -- name: doctor_oldest_done
 -- The oldest done event's processed_at (the first entry of outbox_event_done_idx):
 -- how far behind the retention purge is.

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from outbox import services
 from outbox.services import DoctorLimits
+from outbox.triggers import outbox_triggers
 from pricing.models import CrawlResult
 from tests.factories import make_event
 from tests.support import current_database_url, wait_until
@@ -182,7 +183,7 @@ def test_lease_of_a_gone_drainer_fails_when_no_drainer_runs(session: psycopg.Con
 
 
 def test_disabled_trigger_fails() -> None:
-    trigger = next(t for m, t in services._outbox_triggers() if m is CrawlResult)
+    trigger = next(t for m, t in outbox_triggers() if m is CrawlResult)
     pgid = trigger.get_pgid(CrawlResult)
     with connection.cursor() as cursor:
         cursor.execute(f'ALTER TABLE pricing_crawlresult DISABLE TRIGGER "{pgid}"')
@@ -218,3 +219,19 @@ def test_json_output_and_strict_exit() -> None:
     with pytest.raises(CommandError, match="1 check\\(s\\) not ok: drainers") as info:
         call_command("outbox_doctor", "--strict", stdout=io.StringIO())
     assert info.value.returncode == 1
+
+
+def test_pending_events_of_a_topic_no_live_drainer_handles_fail(session: psycopg.Connection) -> None:
+    # A drainer of one topic only (as in a rolling deploy, before the new topic's drainers).
+    session.execute("SET application_name = 'outbox:old:3:aaa'")
+    session.execute(
+        "INSERT INTO outbox_drainer (name, topics, host, pid, direct) "
+        "VALUES ('outbox:old:3:aaa', ARRAY['t.old'], 'h', 3, true)"
+    )
+    make_event("t.old", "k1")
+    assert checks()["topics without a drainer"].state == "ok"
+    make_event("t.new", "k2")
+    found = checks()["topics without a drainer"]
+    assert found.state == "fail" and "pending events of t.new, which no drainer alive handles" in found.summary
+    session.execute("SET application_name = 'psql'")  # its session is gone: no drainer alive handles t.old either
+    assert "topics without a drainer" not in checks(), "with no drainer at all, the drainers check says so"

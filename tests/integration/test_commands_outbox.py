@@ -156,3 +156,20 @@ def test_every_option_says_its_default(command: str) -> None:
         if action.dest == "help" or action.default in (None, False):
             continue
         assert action.help and action.help.endswith("(default: %(default)r)."), (command, action.dest, action.help)
+
+
+def test_status_names_pending_topics_no_live_drainer_handles() -> None:
+    make_mix()
+    with connection.cursor() as cursor:  # a drainer seen just now, through a pooler (no session to check)
+        cursor.execute(
+            "INSERT INTO outbox_drainer (name, topics, host, pid, direct) "
+            "VALUES ('outbox:h:9:abc', ARRAY['stock.level.counted'], 'h', 9, false)"
+        )
+    out = run("outbox_status")
+    assert "Drainers alive: 1" in out
+    assert "2 pending event(s) of pricing.crawl_result.created wait for a drainer that handles it" in out
+    data = json.loads(run("outbox_status", "--json"))
+    assert (data["drainers"], data["unhandled"]) == (1, {"pricing.crawl_result.created": 2})
+    with connection.cursor() as cursor:  # long unseen: not alive
+        cursor.execute("UPDATE outbox_drainer SET seen_at = now() - interval '1 day'")
+    assert json.loads(run("outbox_status", "--json"))["drainers"] == 0

@@ -55,7 +55,9 @@ def drain_until_settled() -> None:
 def test_undecodable_payloads_fail_alone_with_a_readable_error(readers: list[str]) -> None:
     make_event(TOPIC, "fine-1", payload={"n": 1})
     insert_payload("deep", "repeat('[', 2000) || repeat(']', 2000)")  # a list 2,000 deep
-    insert_payload("deep-object", "repeat('{\"a\":', 1200) || '1' || repeat('}', 1200)")
+    # 513 deep: over the outbox's own limit, under any interpreter's recursion limit.
+    insert_payload("deep-object", "repeat('{\"a\":', 513) || '1' || repeat('}', 513)")
+    insert_payload("deep-but-allowed", "repeat('{\"a\":', 511) || '[1]' || repeat('}', 511)")  # 512 levels
     insert_payload("huge-number", "'{\"n\": ' || repeat('9', 5000) || '}'")
     insert_payload("not-an-object", "'[1, 2, 3]'")
     make_event(TOPIC, "fine-2", payload={"n": 2})
@@ -64,11 +66,11 @@ def test_undecodable_payloads_fail_alone_with_a_readable_error(readers: list[str
         key: (status, attempts, error)
         for key, status, attempts, error in OutboxEvent.objects.values_list("key", "status", "attempts", "last_error")
     }
-    assert rows["fine-1"][0] == rows["fine-2"][0] == "done"
-    assert sorted(readers) == ["fine-1", "fine-2"], "a good event ran more than once, or not at all"
+    assert rows["fine-1"][0] == rows["fine-2"][0] == rows["deep-but-allowed"][0] == "done"
+    assert sorted(readers) == ["deep-but-allowed", "fine-1", "fine-2"], "a good event ran more than once, or not at all"
     expected = {
-        "deep": "payload cannot be decoded: nested too deeply",
-        "deep-object": "payload cannot be decoded: nested too deeply",
+        "deep": "payload cannot be decoded: nested deeper than 512 levels",
+        "deep-object": "payload cannot be decoded: nested deeper than 512 levels",
         "huge-number": "payload cannot be decoded: Exceeds the limit (4300 digits)",
         "not-an-object": "payload is a JSON list, not an object",
     }

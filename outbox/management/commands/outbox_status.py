@@ -48,7 +48,8 @@ class Command(BaseCommand):
             "--json",
             action="store_true",
             help="Print one JSON object: per-status counts, queue_size, processing_size, failed_size, "
-            "lag_seconds, oldest_pending_age_seconds and the per-topic rows.",
+            "lag_seconds, oldest_pending_age_seconds, drainers (alive), unhandled (pending events of "
+            "topics no drainer alive handles) and the per-topic rows.",
         )
         parser.add_argument(
             "--topic",
@@ -129,6 +130,14 @@ class Command(BaseCommand):
             console.print(table)
         else:
             console.print("No events.")
+        drainers = result.drainers.get(None, 0)
+        console.print(f"Drainers alive: {drainers}")
+        for topic, count in result.unhandled.items():
+            console.print(
+                f"[bold]{count:,} pending event(s) of {topic} wait for a drainer that handles it[/bold]: "
+                "no drainer alive has its handler (a new topic in a rolling deploy?); start one, "
+                f"or drain_outbox --topic {topic}"
+            )
         if estimated:
             console.print(
                 "~ estimated from PostgreSQL's statistics (pg_class.reltuples, pg_stats): outbox_event is too "
