@@ -177,9 +177,13 @@ claimed AS (
     RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at, chosen.suspect
 )
 -- The payload as text, serialised once, and not at all past %(max_payload)s bytes.
+-- set_config(..., true): this transaction's COMMIT does not wait for its WAL flush.
+-- A lease lost in a server crash only makes its events claimable again, and the ack
+-- that follows flushes it first (docs/guarantees.md#the-claim).
 SELECT c.id, c.topic, c.key, CASE WHEN octet_length(p.text) <= %(max_payload)s THEN p.text END,
        octet_length(p.text), c.attempts, c.created_at, c.suspect
 FROM claimed AS c, LATERAL (SELECT c.payload::text AS text) AS p
+WHERE set_config('synchronous_commit', 'off', true) = 'off'
 ORDER BY c.id;
 
 -- name: event_count_attempt

@@ -224,6 +224,9 @@ def test_claim_sets_a_lease_and_the_ack_counts_the_attempt(handlers: HandlerRegi
     def inspect(event: Event) -> None:
         row = OutboxEvent.objects.get(pk=event.id)
         assert row.locked_until is not None
+        with connection.cursor() as cursor:  # the claim's commit may skip its WAL flush; the ack's must not
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
         seen.append((event.attempts, row.attempts, row.locked_by, row.locked_until - timezone.now()))
 
     handlers.register("test.claim", inspect)
