@@ -15,19 +15,17 @@ from typing import Any
 
 import psycopg
 from django.db import DatabaseError
-from psycopg.conninfo import conninfo_to_dict
 
 from outbox.drainer import maintenance
 from outbox.drainer.buckets import Buckets
 from outbox.drainer.config import ONCE_GIVE_UP_AFTER, REBALANCE_INTERVAL, DrainerConfig, make_identity
 from outbox.drainer.execute import Executor
-from outbox.drainer.report import DrainResult
+from outbox.drainer.report import DrainResult, log_started, log_stopped
 from outbox.drainer.session import Outage, Session
 from outbox.drainer.store import ClaimedRow, Store
-from outbox.exceptions import OutboxConfigError
+from outbox.drainer.topics import handled_topics, ordered_of
 from outbox.handlers import Event, HandlerRegistry, registry
 from outbox.signals import batch_claimed, drainer_started, drainer_stopped, reconnected
-from outbox.triggers import ordered_topics
 
 logger = logging.getLogger("outbox.drainer")
 
@@ -43,17 +41,19 @@ class Drainer:
         using: str = "default",
         identity: str | None = None,
     ) -> None:
-        from outbox.drainer.wakeup import Wakeup
+        from outbox.drainer.wakeup import Wakeup, listen_params
 
         self.config = config or DrainerConfig.from_settings()
         self.settings = s = self.config.settings
         self.registry = handlers or registry
         self.using = using
         self.identity = identity or make_identity()
-        self.topics = self._handled_topics()
-        self.ordered = self._ordered_topics()
+        self.topics = handled_topics(self.registry, self.config.topics)
+        self.ordered = ordered_of(self.registry, self.topics)
         self.store = Store(using, self.identity, prepare=s.prepared_statements)
-        self.wakeup = Wakeup(self.identity, listen=s.notify, connect_params=self._listen_params)
+        self.wakeup = Wakeup(
+            self.identity, listen=s.notify, connect_params=lambda: listen_params(s, using, self.session.connection)
+        )
         self.session = Session(self.store, s, on_reconnect=self._release_lost, sleep=self.wakeup.sleep)
         self.buckets = Buckets(self.store, handled=self.topics, ordered=self.ordered, expiry=s.lease, sender=self)
         self.executor = Executor(self.store, self.registry, s, ordered=self.ordered, sender=self)
@@ -218,17 +218,7 @@ class Drainer:
         self.buckets.rebalance()
         self.wakeup.ensure_listening()
         self._prepared = True
-        logger.info(
-            "drainer=%s started batch_size=%d max_attempts=%d lease=%ss interval=%ss notify=%s topics=%s ordered=%s",
-            self.identity,
-            self.settings.batch_size,
-            self.settings.max_attempts,
-            self.settings.lease,
-            self.settings.poll_interval,
-            self.settings.notify,
-            ",".join(self.topics),
-            ",".join(self.ordered) or "-",
-        )
+        log_started(self)
         drainer_started.send(sender=Drainer, drainer=self, topics=self.topics, ordered=self.ordered)
 
     def _leave(self, total: DrainResult) -> None:
@@ -240,51 +230,8 @@ class Drainer:
         except (DatabaseError, psycopg.Error) as exc:
             logger.warning("drainer=%s could not give its buckets back: %s", self.identity, exc)
         self.session.drop()
-        logger.info(
-            "drainer=%s stopped claimed=%d done=%d retried=%d failed=%d lost=%d released=%d",
-            self.identity,
-            total.claimed,
-            total.done,
-            total.retried,
-            total.failed,
-            total.lost,
-            total.released,
-        )
+        log_stopped(self.identity, total)
         drainer_stopped.send(sender=Drainer, drainer=self, result=total)
-
-    # ------------------------------------------------------------ set-up
-
-    def _handled_topics(self) -> list[str]:
-        registered = self.registry.topics()
-        if not self.config.topics:
-            return registered
-        unknown = [topic for topic in self.config.topics if topic not in registered]
-        if unknown:
-            raise OutboxConfigError(
-                f"no handler is registered for topic(s) {', '.join(map(repr, unknown))} "
-                f"(registered: {', '.join(registered) or 'none'})"
-            )
-        return sorted(set(self.config.topics))
-
-    def _ordered_topics(self) -> list[str]:
-        from_triggers = ordered_topics()
-        ordered = []
-        for topic in self.topics:
-            registration = self.registry.get(topic)
-            flag = registration.ordered if registration is not None else None
-            if flag or (flag is None and topic in from_triggers):
-                ordered.append(topic)
-        return ordered
-
-    def _listen_params(self) -> dict[str, Any]:
-        direct = self.settings.listen_url_for(self.using)
-        if direct:
-            # Past a transaction-mode pooler, which cannot hold a LISTEN: the server itself.
-            return conninfo_to_dict(direct)
-        params = self.session.connection.get_connection_params()
-        for key in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
-            params.pop(key, None)
-        return params
 
     # ------------------------------------------------------------ stopping
 

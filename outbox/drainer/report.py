@@ -6,10 +6,14 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from outbox.drainer.config import QUEUE_COUNT_CAP, QUEUE_COUNT_EVERY
 from outbox.drainer.store import Store
 from outbox.handlers import Registration
+
+if TYPE_CHECKING:
+    from outbox.drainer.loop import Drainer
 
 logger = logging.getLogger("outbox.drainer")
 
@@ -84,3 +88,33 @@ class BatchLog:
         count = self.store.count_pending(QUEUE_COUNT_CAP)
         self._counted = (now, count)
         return f"{count}+" if count >= QUEUE_COUNT_CAP else str(count)
+
+
+def log_started(drainer: Drainer) -> None:
+    """The drainer's first line: its identity and every setting that shapes its work."""
+    s = drainer.settings
+    logger.info(
+        "drainer=%s started batch_size=%d max_attempts=%d lease=%ss interval=%ss notify=%s topics=%s ordered=%s",
+        drainer.identity,
+        s.batch_size,
+        s.max_attempts,
+        s.lease,
+        s.poll_interval,
+        s.notify,
+        ",".join(drainer.topics),
+        ",".join(drainer.ordered) or "-",
+    )
+
+
+def log_stopped(identity: str, total: DrainResult) -> None:
+    """The drainer's last line: what it did in all."""
+    logger.info(
+        "drainer=%s stopped claimed=%d done=%d retried=%d failed=%d lost=%d released=%d",
+        identity,
+        total.claimed,
+        total.done,
+        total.retried,
+        total.failed,
+        total.lost,
+        total.released,
+    )

@@ -18,12 +18,27 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
+from outbox.conf import OutboxSettings
 from outbox.drainer.config import EMPTY_CLAIM_BURST, EMPTY_CLAIMS_PER_SECOND
 from outbox.triggers import NOTIFY_CHANNEL
 
 logger = logging.getLogger(__name__)
+
+
+def listen_params(settings: OutboxSettings, using: str, connection: BaseDatabaseWrapper) -> dict[str, Any]:
+    """How the LISTEN session connects: OUTBOX['LISTEN_URL'] where set, else as Django does."""
+    direct = settings.listen_url_for(using)
+    if direct:
+        # Past a transaction-mode pooler, which cannot hold a LISTEN: the server itself.
+        return conninfo_to_dict(direct)
+    params = connection.get_connection_params()
+    for key in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
+        params.pop(key, None)
+    return params
 
 
 class Wakeup:
