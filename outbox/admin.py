@@ -446,6 +446,8 @@ class OutboxEventAdmin(ShownFiltersOnly, admin.ModelAdmin):
             "lag": services.format_age(lag) if lag is not None else None,
             "oldest_age": services.format_age(age) if age is not None else None,
             "estimated": bool(result.estimated),
+            "drainers": result.drainers.get(None, 0),
+            "unhandled": sorted(result.unhandled.items()),
         }
 
     def change_view(

@@ -93,6 +93,8 @@ def test_changelist_summary_newest_first(admin_client: Client, events: dict[str,
     assert 'id="outbox-summary-failed"' in html and "?status__exact=failed" in html
     assert ids_on_page(response) == sorted((e.pk for e in events.values()), reverse=True)
     assert "bad payload" in html and "Traceback line 2" not in html.split('title="')[0], "short error: first line"
+    assert "Drainers alive: 0" in html
+    assert "1 pending event(s) of pricing.crawl_result.created wait for a drainer that handles it" in html
 
 
 def test_filters_and_search(admin_client: Client, events: dict[str, OutboxEvent]) -> None:
@@ -154,13 +156,14 @@ def test_changelist_never_counts_the_whole_table(admin_client: Client, monkeypat
 
     for captured in (unfiltered, filtered, done):
         sql = [_code(q["sql"]) for q in captured.captured_queries if "outbox" in q["sql"]]
-        for statement in sql:
+        # The events table: never counted whole (outbox_drainer, a row per drainer, may be).
+        for statement in (s for s in sql if re.search(r"\boutbox_event\b", s)):
             if re.search(r"count\(", statement, re.IGNORECASE):
                 assert "LIMIT" in statement.upper(), f"an unbounded count: {statement}"
             assert "DISTINCT" not in statement.upper(), f"a DISTINCT over the table: {statement}"
         assert sum("outbox_stats" in s for s in sql) == 1, "one query on the stats view per page"
         assert sum("outbox_throughput" in s for s in sql) == 1, "one query for the chart (the last hour)"
-        assert len(sql) <= 5, sql
+        assert len(sql) <= 6, sql
 
 
 def _code(sql: str) -> str:

@@ -40,7 +40,7 @@ def test_the_scrape_cost_bench_runs(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert results["events"] == 20000 + 3000 + 500
     scrape, hour, day = results["measurements"]
-    assert {"stats_by_topic_status", "metrics_lag_by_topic", "metrics_live_drainers", "doctor_table_health"} <= set(
+    assert {"stats_by_topic_status", "metrics_lag_by_topic", "drainer_live_by_topic", "doctor_table_health"} <= set(
         scrape["statements"]
     ), scrape["statements"]
     assert set(hour["statements"]) == {"chart_last_hour"} and set(day["statements"]) == {"chart_last_day"}
