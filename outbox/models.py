@@ -164,6 +164,7 @@ class OutboxTaskResult(models.Model):
     )
     started_at = models.DateTimeField(help_text="When the first run that ended began.")
     last_attempted_at = models.DateTimeField(help_text="When the latest run that ended began.")
+    finished_at = models.DateTimeField(help_text="When the latest run that ended returned or raised.")
     return_value = models.JSONField(null=True, blank=True, help_text="The JSON the successful run returned.")
     errors = models.JSONField(default=list, help_text="One {exception_class_path, traceback} per run that raised.")
     worker_ids = ArrayField(models.TextField(), default=list, help_text="The drainer of each run that ended.")

@@ -33,6 +33,10 @@ class Migration(migrations.Migration):
                 ("started_at", models.DateTimeField(help_text="When the first run that ended began.")),
                 ("last_attempted_at", models.DateTimeField(help_text="When the latest run that ended began.")),
                 (
+                    "finished_at",
+                    models.DateTimeField(help_text="When the latest run that ended returned or raised."),
+                ),
+                (
                     "return_value",
                     models.JSONField(blank=True, help_text="The JSON the successful run returned.", null=True),
                 ),

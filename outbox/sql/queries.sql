@@ -621,7 +621,7 @@ LEFT JOIN LATERAL (
 -- the rescue, so a task never stays RUNNING after its drainer died.
 SELECT e.topic, e.status, e.created_at, e.processed_at, e.attempts, e.payload::text, e.last_error,
        e.locked_by, (e.status = 'pending' AND e.locked_until > now()) IS TRUE AS running,
-       r.started_at, r.last_attempted_at, r.return_value::text, r.errors::text, r.worker_ids
+       r.started_at, r.last_attempted_at, r.finished_at, r.return_value::text, r.errors::text, r.worker_ids
 FROM outbox_event AS e
 LEFT JOIN outbox_task_result AS r ON r.event_id = e.id
 WHERE e.id = %(id)s
@@ -638,12 +638,14 @@ WHERE event_id = ANY(%(ids)s::bigint[]);
 -- Each run that ended, in the drainer's transaction (it commits with the ack): one
 -- statement per batch over unnest. A later run appends its error and its drainer,
 -- and keeps the first run's start.
-INSERT INTO outbox_task_result AS r (event_id, started_at, last_attempted_at, return_value, errors, worker_ids)
-SELECT u.id, u.started, u.started, u.value::jsonb, u.errors::jsonb, ARRAY[%(worker)s::text]
-FROM unnest(%(ids)s::bigint[], %(started)s::timestamptz[], %(values)s::text[], %(errors)s::text[])
-    AS u(id, started, value, errors)
+INSERT INTO outbox_task_result AS r
+    (event_id, started_at, last_attempted_at, finished_at, return_value, errors, worker_ids)
+SELECT u.id, u.started, u.started, u.finished, u.value::jsonb, u.errors::jsonb, ARRAY[%(worker)s::text]
+FROM unnest(%(ids)s::bigint[], %(started)s::timestamptz[], %(finished)s::timestamptz[], %(values)s::text[],
+            %(errors)s::text[]) AS u(id, started, finished, value, errors)
 ON CONFLICT (event_id) DO UPDATE
 SET last_attempted_at = excluded.last_attempted_at,
+    finished_at = excluded.finished_at,
     return_value = excluded.return_value,
     errors = r.errors || excluded.errors,
     worker_ids = r.worker_ids || excluded.worker_ids;

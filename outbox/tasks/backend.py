@@ -77,7 +77,12 @@ class OutboxBackend(compat.BaseTaskBackend):
         with connections[alias].cursor() as cursor:
             cursor.execute(
                 queries.task_enqueue,
-                {"topic": topic_for(task.queue_name), "key": task.module_path, "payload": text, "run_after": task.run_after},
+                {
+                    "topic": topic_for(task.queue_name),
+                    "key": task.module_path,
+                    "payload": text,
+                    "run_after": task.run_after,
+                },
             )
             event_id, created_at = cursor.fetchone()
         object.__setattr__(result, "id", results.result_id(alias, event_id, self.home))
@@ -104,7 +109,7 @@ class OutboxBackend(compat.BaseTaskBackend):
             enqueued_at=stored.created_at,
             started_at=stored.started_at,
             last_attempted_at=stored.last_attempted_at,
-            finished_at=stored.processed_at if stored.status in _STATUS else None,
+            finished_at=stored.finished if stored.status in _STATUS else None,
             args=payload.args,
             kwargs=payload.kwargs,
             errors=stored.errors,
@@ -133,6 +138,6 @@ class OutboxBackend(compat.BaseTaskBackend):
         if not self.queues:
             yield checks.Error(
                 f"{where}['QUEUES'] is empty: OutboxBackend needs the list of its queues",
-                hint=f"each queue is the outbox topic {TOPIC_PREFIX}<queue>, which drainers claim only when it is listed",
+                hint=f"each queue is the topic {TOPIC_PREFIX}<queue>, which drainers claim only when it is listed",
                 id="outbox.E053",
             )

@@ -21,10 +21,9 @@ try:
 except ImportError:
     try:
         from django_tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
-        from django_tasks.base import Task
         from django_tasks import checks as _checks  # noqa: F401
         from django_tasks.backends.base import BaseTaskBackend
-        from django_tasks.base import TaskError
+        from django_tasks.base import Task, TaskError
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
         from django_tasks.exceptions import TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started

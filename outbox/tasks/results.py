@@ -38,6 +38,7 @@ class Ended:
 
     event_id: int
     started_at: dt.datetime
+    finished_at: dt.datetime
     value_json: str | None = None
     error: dict[str, str] | None = None
 
@@ -84,6 +85,7 @@ def record(alias: str, ended: Sequence[Ended], worker_id: str) -> None:
             {
                 "ids": [e.event_id for e in ended],
                 "started": [e.started_at for e in ended],
+                "finished": [e.finished_at for e in ended],
                 "values": [e.value_json for e in ended],
                 "errors": [json.dumps([] if e.error is None else [e.error]) for e in ended],
                 "worker": worker_id,
@@ -106,6 +108,7 @@ class Stored:
     running: bool
     started_at: dt.datetime | None
     last_attempted_at: dt.datetime | None
+    finished_at: dt.datetime | None
     return_value_text: str | None
     errors_text: str | None
     worker_ids: list[str] | None
@@ -119,11 +122,19 @@ class Stored:
     def errors(self) -> list[dict[str, str]]:
         """The runs' errors; a task failed without one (abandoned, or by an operator) gets its last_error."""
         errors = json.loads(self.errors_text) if self.errors_text else []
-        if self.status == "failed" and self.last_error and not any(
-            self.last_error.split(":", 1)[0] == e.get("exception_class_path") for e in errors[-1:]
+        if (
+            self.status == "failed"
+            and self.last_error
+            and not any(self.last_error.split(":", 1)[0] == e.get("exception_class_path") for e in errors[-1:])
         ):
             errors.append(error_record(self.last_error.split(":", 1)[0], self.last_error))
         return errors
+
+    @property
+    def finished(self) -> dt.datetime | None:
+        """When its last run ended (the drainer's ack, for a task failed without a run: abandoned)."""
+        times = [t for t in (self.finished_at, self.processed_at) if t is not None]
+        return max(times) if times else None
 
     @property
     def workers(self) -> list[str]:

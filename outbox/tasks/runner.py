@@ -39,6 +39,14 @@ class _Run:
     exception: BaseException | None = None
 
 
+class _RolledBack(Exception):
+    """Leaves the savepoint of a run that raised, rolling back its writes."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__(run.ended.event_id)
+        self.run = run
+
+
 class TaskRunner:
     """Runs the tasks of a batch; one instance per process (``runner``)."""
 
@@ -69,12 +77,13 @@ class TaskRunner:
         return BatchResult(outcomes={"ran": len(runs) - len(failed), "raised": len(failed)}, failed=failed)
 
     def _run_in_savepoint(self, alias: str, event: Event, prior: results.Prior | None) -> _Run:
-        savepoint = transaction.savepoint(using=alias)
-        run = self._run(alias, event, prior)
-        if run.exception is None:
-            transaction.savepoint_commit(savepoint, using=alias)
-        else:
-            transaction.savepoint_rollback(savepoint, using=alias)
+        try:
+            with transaction.atomic(using=alias):
+                run = self._run(alias, event, prior)
+                if run.exception is not None:
+                    raise _RolledBack(run)
+        except _RolledBack as rolled_back:
+            return rolled_back.run
         return run
 
     def _run(self, alias: str, event: Event, prior: results.Prior | None) -> _Run:
@@ -85,7 +94,7 @@ class TaskRunner:
             payload = TaskPayload.from_mapping(event.id, event.payload)
             task = payload.load_task()
         except Exception as exc:
-            return _Run(results.Ended(event.id, started, error=_error(exc)), exc)
+            return _Run(results.Ended(event.id, started, timezone.now(), error=_error(exc)), exc)
         backend = compat.task_backends[payload.backend]
         prior = prior or results.Prior()
         result = results.task_result(
@@ -110,27 +119,33 @@ class TaskRunner:
             value = compat.normalize_json(value)
             value_json = json.dumps(value, allow_nan=False)
         except Exception as exc:
-            error = _error(exc)
+            finished, error = timezone.now(), _error(exc)
             if event.attempts >= self.max_attempts:  # failed for good: finished
-                self._finish(result, "FAILED", errors=[*prior.errors, error], sender=sender)
-            return _Run(results.Ended(event.id, started, error=error), exc)
-        self._finish(result, "SUCCESSFUL", value=value, sender=sender)
-        return _Run(results.Ended(event.id, started, value_json=value_json))
+                _finish(result, "FAILED", finished, sender, errors=[*prior.errors, error])
+            return _Run(results.Ended(event.id, started, finished, error=error), exc)
+        finished = timezone.now()
+        _finish(result, "SUCCESSFUL", finished, sender, value=value)
+        return _Run(results.Ended(event.id, started, finished, value_json=value_json))
 
-    @staticmethod
-    def _finish(
-        result: object, status: str, *, sender: type, errors: list[dict[str, str]] | None = None, value: object = None
-    ) -> None:
-        """task_finished (sent inside the except block on failure: receivers see sys.exc_info())."""
-        from outbox.tasks import compat
 
-        now: dt.datetime = timezone.now()
-        object.__setattr__(result, "status", compat.TaskResultStatus(status))
-        object.__setattr__(result, "finished_at", now)
-        object.__setattr__(result, "_return_value", value)
-        if errors is not None:
-            object.__setattr__(result, "errors", results.task_errors(errors))
-        compat.task_finished.send(sender=sender, task_result=result)
+def _finish(
+    result: object,
+    status: str,
+    finished: dt.datetime,
+    sender: type,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    value: object = None,
+) -> None:
+    """task_finished (sent inside the except block on failure: receivers see sys.exc_info())."""
+    from outbox.tasks import compat
+
+    object.__setattr__(result, "status", compat.TaskResultStatus(status))
+    object.__setattr__(result, "finished_at", finished)
+    object.__setattr__(result, "_return_value", value)
+    if errors is not None:
+        object.__setattr__(result, "errors", results.task_errors(errors))
+    compat.task_finished.send(sender=sender, task_result=result)
 
 
 #: The process's runner, registered for every task topic (outbox.tasks.topics).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.db import connection
@@ -9,10 +10,14 @@ from django.db import connection
 from outbox.tasks.compat import task
 from tests.taskapp.models import TaskEffect
 
+#: Runs of each label in this process (kept across rollbacks: how often a task really ran).
+RUNS: Counter[str] = Counter()
+
 
 @task
 def record(label: str) -> dict[str, Any]:
     """One TaskEffect row; returns what it wrote."""
+    RUNS[label] += 1
     effect = TaskEffect.objects.create(label=label)
     return {"label": label, "id": effect.id}
 
@@ -29,6 +34,7 @@ class Boom(Exception):
 @task
 def write_then_raise(label: str) -> None:
     """Writes a row, then raises: the row must never commit."""
+    RUNS[label] += 1
     TaskEffect.objects.create(label=label)
     raise Boom(f"boom {label}")
 
