@@ -66,3 +66,11 @@ def wait_for_lock(label: str, lock: int) -> str:
 @task
 def returns_a_set() -> Any:
     return {1, 2}
+
+
+@task
+def record_slowly(label: str, seconds: float) -> int:
+    """One TaskEffect row after a pause in the database (a kill can land mid-task); returns its id."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+    return TaskEffect.objects.create(label=label).id
