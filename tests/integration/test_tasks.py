@@ -331,3 +331,17 @@ def test_task_payload_is_readable_in_the_admin_and_by_sql() -> None:
         "run_after": None,
     }
     json.dumps(payload)
+
+
+def test_one_queue_drains_alone_and_task_events_are_counted_like_any_topic() -> None:
+    tasks.record.enqueue("waiting")
+    tasks.write_then_raise.enqueue("waiting too")
+    tasks.add.enqueue(1, 2)
+
+    assert drain(topics=["tasks.other"]).done == 1  # drain_outbox --topic tasks.other
+
+    status = operations.status(topics=["tasks.default", "tasks.other"])
+    by_topic = {(row.topic, row.status): row.events for row in status.rows}
+    assert by_topic[("tasks.default", "pending")] == 2, by_topic
+    assert by_topic[("tasks.other", "done")] == 1, by_topic
+    assert labels() == []
