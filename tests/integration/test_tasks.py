@@ -199,6 +199,11 @@ def test_an_async_task_runs_in_the_drainers_transaction() -> None:
     assert tasks.record_async.get_result(result.id).return_value == "async"
     assert labels() == ["async"]
 
+    failing = tasks.record_async_then_raise.enqueue("async rolled back")
+    assert drain(max_attempts=1).failed == 1
+    assert tasks.record_async_then_raise.get_result(failing.id).status == "FAILED"
+    assert labels() == ["async"], "an async task's write escaped the drainer's transaction"
+
 
 def test_a_task_whose_function_is_gone_fails_readably_and_runs_after_a_retry() -> None:
     result = tasks.record.enqueue("renamed")

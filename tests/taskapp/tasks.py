@@ -55,6 +55,13 @@ async def record_async(label: str) -> str:
 
 
 @task
+async def record_async_then_raise(label: str) -> None:
+    """Writes through the async ORM, then raises: the write must roll back with the drainer's transaction."""
+    await TaskEffect.objects.acreate(label=label)
+    raise Boom(f"async {label}")
+
+
+@task
 def wait_for_lock(label: str, lock: int) -> str:
     """Blocks until the test releases advisory lock ``lock``: RUNNING can be seen meanwhile."""
     with connection.cursor() as cursor:
