@@ -214,3 +214,33 @@ UPDATE outbox_event AS e
 SET status = 'done', processed_at = now()
 FROM claimed
 WHERE e.id = claimed.id;
+
+-- ----- bench/tasks_bench.py: outbox.tasks against django-tasks-db
+
+-- name: task_bench_table
+-- The row each trivial task inserts (its database effect, counted afterwards).
+CREATE TABLE IF NOT EXISTS bench_task_row (id bigserial PRIMARY KEY, n bigint NOT NULL);
+
+-- name: task_bench_reset
+-- Between two measures: no task, result or effect left of the previous one.
+TRUNCATE outbox_event, outbox_task_result, django_tasks_database_dbtaskresult, bench_task_row;
+
+-- name: task_bench_outbox_counts
+-- outbox.tasks: tasks finished (done or failed), and effect rows written.
+SELECT (SELECT count(*) FROM outbox_event WHERE topic LIKE 'tasks.%%' AND status <> 'pending'),
+       (SELECT count(*) FROM bench_task_row);
+
+-- name: task_bench_db_counts
+-- django-tasks-db: tasks finished (SUCCESSFUL or FAILED), and effect rows written.
+SELECT (SELECT count(*) FROM django_tasks_database_dbtaskresult WHERE status IN ('SUCCESSFUL', 'FAILED')),
+       (SELECT count(*) FROM bench_task_row);
+
+-- name: task_bench_outbox_state
+-- The crash comparison: the outbox task's status as get_result() derives it.
+SELECT CASE status WHEN 'done' THEN 'SUCCESSFUL' WHEN 'failed' THEN 'FAILED'
+                   ELSE CASE WHEN locked_until > now() THEN 'RUNNING' ELSE 'READY' END END
+FROM outbox_event WHERE topic LIKE 'tasks.%%' ORDER BY id DESC LIMIT 1;
+
+-- name: task_bench_db_state
+-- The crash comparison: the django-tasks-db task's status column.
+SELECT status FROM django_tasks_database_dbtaskresult ORDER BY enqueued_at DESC LIMIT 1;

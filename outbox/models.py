@@ -148,3 +148,29 @@ class OutboxDrainer(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class OutboxTaskResult(models.Model):
+    """What the runs of a ``django.tasks`` task left (outbox.tasks): one row per task.
+
+    The task is its outbox event (its id is the task result's id); status, enqueue
+    and finish times come from the event itself. This row is written by each run that
+    ended, in the transaction that acks it, and goes with the event when it is purged
+    (ON DELETE CASCADE, added by migration 0008).
+    """
+
+    event = models.OneToOneField(
+        OutboxEvent, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="task_result"
+    )
+    started_at = models.DateTimeField(help_text="When the first run that ended began.")
+    last_attempted_at = models.DateTimeField(help_text="When the latest run that ended began.")
+    finished_at = models.DateTimeField(help_text="When the latest run that ended returned or raised.")
+    return_value = models.JSONField(null=True, blank=True, help_text="The JSON the successful run returned.")
+    errors = models.JSONField(default=list, help_text="One {exception_class_path, traceback} per run that raised.")
+    worker_ids = ArrayField(models.TextField(), default=list, help_text="The drainer of each run that ended.")
+
+    class Meta:
+        db_table = "outbox_task_result"
+
+    def __str__(self) -> str:
+        return f"task {self.event_id}"

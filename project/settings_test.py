@@ -21,6 +21,10 @@ from project.settings import *  # noqa: E402,F403
 DATABASE_NOTE = _note
 # A second outbox topic, to test that adding one needs no change to outbox (tests/stockapp).
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.stockapp"]  # noqa: F405
+# Django's Tasks framework on the outbox (outbox.tasks), with the test tasks of tests/taskapp.
+from tests.taskapp.config import TASK_APPS, TASKS  # noqa: E402,F401
+
+INSTALLED_APPS = [*INSTALLED_APPS, *TASK_APPS]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 # A second database on the same server, for the several-databases tests
 # (tests/integration/test_databases.py); pytest-django creates its test database only

@@ -598,3 +598,58 @@ SELECT t.tgenabled
 FROM pg_trigger AS t
 WHERE t.tgrelid = to_regclass(quote_ident(%(table)s))
   AND t.tgname = %(name)s;
+
+-- ===== tasks (outbox.tasks: a django.tasks backend) =====
+-- A task is an event of topic 'tasks.<queue>' whose payload names the function and
+-- its arguments (docs/tasks.md); its result row is outbox_task_result.
+
+-- name: task_enqueue
+-- Task.enqueue(): one event in the caller's transaction (rolled back, it never
+-- runs), claimable at run_after (NULL: now); unordered (no bucket). The NOTIFY
+-- wakes idle drainers at commit, like the trigger's, and obeys outbox.notify.
+WITH event AS (
+    INSERT INTO outbox_event (topic, key, payload, available_at)
+    VALUES (%(topic)s, %(key)s, %(payload)s::jsonb, coalesce(%(run_after)s::timestamptz, now()))
+    RETURNING id, created_at
+)
+SELECT e.id, e.created_at
+FROM event AS e
+LEFT JOIN LATERAL (
+    SELECT pg_notify('outbox', %(topic)s)
+    WHERE coalesce(current_setting('outbox.notify', true), 'on') <> 'off'
+) AS notified ON true;
+
+-- name: task_result_get
+-- get_result(): the task's event (status, times, payload, lease) and what its ended
+-- runs left. RUNNING = claimed under a live lease; a dead drainer's lease is ended by
+-- the rescue, so a task never stays RUNNING after its drainer died.
+SELECT e.topic, e.status, e.created_at, e.processed_at, e.attempts, e.payload::text, e.last_error,
+       e.locked_by, (e.status = 'pending' AND e.locked_until > now()) IS TRUE AS running,
+       r.started_at, r.last_attempted_at, r.finished_at, r.return_value::text, r.errors::text, r.worker_ids
+FROM outbox_event AS e
+LEFT JOIN outbox_task_result AS r ON r.event_id = e.id
+WHERE e.id = %(id)s
+  AND e.topic LIKE 'tasks.%%';
+
+-- name: task_result_prior
+-- Before a retry runs: what the task's earlier runs left (its TaskContext and the
+-- task_started signal see them). Only for events past their first attempt.
+SELECT event_id, started_at, errors::text, worker_ids
+FROM outbox_task_result
+WHERE event_id = ANY(%(ids)s::bigint[]);
+
+-- name: task_result_record
+-- Each run that ended, in the drainer's transaction (it commits with the ack): one
+-- statement per batch over unnest. A later run appends its error and its drainer,
+-- and keeps the first run's start.
+INSERT INTO outbox_task_result AS r
+    (event_id, started_at, last_attempted_at, finished_at, return_value, errors, worker_ids)
+SELECT u.id, u.started, u.started, u.finished, u.value::jsonb, u.errors::jsonb, ARRAY[%(worker)s::text]
+FROM unnest(%(ids)s::bigint[], %(started)s::timestamptz[], %(finished)s::timestamptz[], %(values)s::text[],
+            %(errors)s::text[]) AS u(id, started, finished, value, errors)
+ON CONFLICT (event_id) DO UPDATE
+SET last_attempted_at = excluded.last_attempted_at,
+    finished_at = excluded.finished_at,
+    return_value = excluded.return_value,
+    errors = r.errors || excluded.errors,
+    worker_ids = r.worker_ids || excluded.worker_ids;
