@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from django.db import connection
 
 from outbox.models import OutboxEvent
 from tests.poison.apps import TRACE_ENV
-from tests.support import Supervisor
+from tests.support import Supervisor, current_database_url
 
 
 @pytest.fixture
@@ -34,6 +35,18 @@ def poison_effect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS poison_effect")
+
+
+@pytest.fixture
+def held_lock() -> Iterator[tuple[psycopg.Connection, int]]:
+    """An advisory lock held by the test's own session: (that session, the lock's key)."""
+    key = random.randrange(1, 2**31)  # noqa: S311
+    conn = psycopg.connect(current_database_url(), autocommit=True)
+    conn.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield conn, key
+    finally:
+        conn.close()
 
 
 def sleeping_backend(identity: str) -> bool:

@@ -15,9 +15,7 @@ first SIGINT: test_shutdown.py.
 
 from __future__ import annotations
 
-import random
 import signal
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -25,7 +23,7 @@ from django.db import connection
 
 from outbox.models import OutboxEvent
 from tests.poison.apps import POISON_TOPIC, RESCUE_INTERVAL_ENV
-from tests.support import DrainerProcess, current_database_url, drainer_env, wait_until
+from tests.support import DrainerProcess, drainer_env, wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -89,17 +87,6 @@ def test_retry_failed_every_puts_failed_events_back_while_running() -> None:
     finally:
         d.close()
     assert status(event) == ("done", 1), status(event)
-
-
-@pytest.fixture
-def held_lock() -> Iterator[tuple[psycopg.Connection, int]]:
-    key = random.randrange(1, 2**31)  # noqa: S311
-    conn = psycopg.connect(current_database_url(), autocommit=True)
-    conn.execute("SELECT pg_advisory_lock(%s)", [key])
-    try:
-        yield conn, key
-    finally:
-        conn.close()
 
 
 def test_rescue_interval_0_leaves_a_dead_drainers_events_to_their_lease(

@@ -13,11 +13,9 @@ it sees the drainer's session waiting on that lock, then releases it.
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -26,7 +24,7 @@ from django.db import connection
 from outbox.models import OutboxEvent
 from tests.fault.conftest import all_settled, assert_queue_settled
 from tests.poison.apps import POISON_TOPIC
-from tests.support import DrainerProcess, current_database_url, drainer_env, wait_until
+from tests.support import DrainerProcess, drainer_env, wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -36,18 +34,6 @@ pytestmark = [
 ]
 
 BATCH = 10
-
-
-@pytest.fixture
-def held_lock() -> Iterator[tuple[psycopg.Connection, int]]:
-    """An advisory lock held by the test's own session: (that session, the lock's key)."""
-    key = random.randrange(1, 2**31)  # noqa: S311
-    conn = psycopg.connect(current_database_url(), autocommit=True)
-    conn.execute("SELECT pg_advisory_lock(%s)", [key])
-    try:
-        yield conn, key
-    finally:
-        conn.close()
 
 
 def make_events(lock: int) -> list[int]:
