@@ -95,6 +95,8 @@ class Supervisor(threading.Thread):
     that moment (read from outbox_event; the pid is part of the drainer identity),
     so that each kill lands in the middle of a batch, at a random instant of it;
     it waits up to BUSY_PATIENCE seconds for one to hold a lease, then kills any.
+    ``downs`` lists every drainer that went down, killed or dead on its own, with
+    the moment it was seen gone: (pid, time.monotonic()).
     """
 
     BUSY_PATIENCE = 1.5
@@ -117,6 +119,7 @@ class Supervisor(threading.Thread):
         self.rng = random.Random(seed)  # noqa: S311 (chaos, not crypto)
         self.kills: list[int] = []
         self.deaths: list[int] = []
+        self.downs: list[tuple[int, float]] = []
         self.error: BaseException | None = None
         self._stop_event = threading.Event()
 
@@ -127,12 +130,16 @@ class Supervisor(threading.Thread):
         try:
             next_kill = self._next_kill()
             while not self._stop_event.wait(self.poll):
-                self.deaths.extend(self.pool.replace_dead())
+                died = self.pool.replace_dead()
+                if died:
+                    self.deaths.extend(died)
+                    self._record_downs()
                 if next_kill is not None and time.monotonic() >= next_kill:
                     busy = self._lease_holders(conn) & self.pool.live_pids() if conn is not None else set()
                     if conn is not None and not busy and time.monotonic() < next_kill + self.BUSY_PATIENCE:
                         continue  # no live drainer holds a batch right now: look again at the next poll
-                    victim = self.pool.kill_one(self.rng, prefer=busy)
+                    victim = self.pool.kill_one(self.rng, prefer=busy)  # returns once it is dead
+                    self.downs.append((victim, time.monotonic()))
                     self.kills.append(victim)
                     self.busy_kills += victim in busy
                     next_kill = self._next_kill()
@@ -141,6 +148,14 @@ class Supervisor(threading.Thread):
         finally:
             if conn is not None:
                 conn.close()
+
+    def _record_downs(self) -> None:
+        """Note the drainers found dead since the last look (replace_dead started their successors)."""
+        now = time.monotonic()
+        known = {pid for pid, _ in self.downs}
+        for process in list(self.pool.history):
+            if process.exit_code is not None and process.pid not in known:
+                self.downs.append((process.pid, now))
 
     @staticmethod
     def _lease_holders(conn: Any) -> set[int]:

@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 SESSION_LOST_SQLSTATES = ("08", "57P", "25P03")
 #: SQLSTATEs of a schema that is missing or older than the code: run migrate.
 SCHEMA_MISSING_SQLSTATES = ("42P01", "42703")
+#: SQLSTATEs that end one statement and leave the session as it was: a statement
+#: cancelled or past statement_timeout (57014), a lock wait past lock_timeout (55P03).
+#: psycopg calls them OperationalError like a lost server; raised by a handler they
+#: fail its run like any handler error, elsewhere the loop retries.
+STATEMENT_ABORTED_SQLSTATES = ("57014", "55P03")
 
 
 class DatabaseUnavailable(OutboxError):
@@ -55,19 +60,27 @@ def schema_missing(exc: BaseException) -> bool:
     return any(state in SCHEMA_MISSING_SQLSTATES for state in _sqlstates(exc))
 
 
+def statement_aborted(exc: BaseException) -> bool:
+    """Did a timeout or a cancel end this statement only (STATEMENT_ABORTED_SQLSTATES)?"""
+    return any(state in STATEMENT_ABORTED_SQLSTATES for state in _sqlstates(exc))
+
+
 def is_connection_fault(exc: BaseException, connection: BaseDatabaseWrapper) -> bool:
     """Is this a lost or unreachable database (retry), rather than a bug (raise)?
 
     The one place that decides it. Operational and interface errors cover refused
-    connections, restarts, terminated backends and timeouts; any error counts that
-    ended the session (by SQLSTATE) or left the connection closed or broken.
+    connections, restarts and terminated backends; any error counts that ended the
+    session (by SQLSTATE) or left the connection closed or broken. A statement or
+    lock timeout on a connection still open is not one (statement_aborted).
     """
-    if isinstance(exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError):
+    raw = connection.connection
+    if raw is None or bool(getattr(raw, "closed", True)) or bool(getattr(raw, "broken", False)):
         return True
     if any(state.startswith(SESSION_LOST_SQLSTATES) for state in _sqlstates(exc)):
         return True
-    raw = connection.connection
-    return raw is None or bool(getattr(raw, "closed", True)) or bool(getattr(raw, "broken", False))
+    if statement_aborted(exc):
+        return False
+    return isinstance(exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError)
 
 
 @dataclass
@@ -149,7 +162,9 @@ class Session:
     def fault(self, exc: BaseException, outage: Outage, give_up_after: float | None) -> None:
         """Handle an error of the loop: re-raise a bug; log, drop and back off on a fault."""
         missing = schema_missing(exc)
-        if not missing and not is_connection_fault(exc, self.connection):
+        # A claim or lock that ran past its timeout (an operator's transaction holding
+        # a row): dropped and retried like a fault, never raised as a bug.
+        if not missing and not is_connection_fault(exc, self.connection) and not statement_aborted(exc):
             raise exc
         outage.failures += 1
         now = time.monotonic()

@@ -11,7 +11,16 @@ batches (small batches, four drainers, results streaming in). What must hold:
 * unchanged prices are recorded once: no two consecutive history rows of a
   product carry the same price;
 * a result crawled earlier is never recorded after, or as newer than, a result
-  crawled later: it is skipped as ``stale`` (second test, ``crawled_at`` shuffled).
+  crawled later: it is skipped as ``stale`` (second test, ``crawled_at`` shuffled),
+  and only then: the stale results are exactly those for which a result of the
+  product crawled later had been recorded by an earlier transaction.
+
+The drainers change while results stream in: two start, two more join (each gives
+back and takes buckets), then the drainer owning the first product's bucket stops
+(its buckets go to the others) and a fresh one joins. Every product's events are
+then held by two drainers or more in turn (``locked_by`` of its events), the first
+product's at least: the order is kept across bucket handovers, not only inside one
+drainer.
 """
 
 from __future__ import annotations
@@ -26,9 +35,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from pricing.models import Product
+from pricing.models import CRAWL_RESULT_CREATED, Product
 from tests.fault.conftest import all_settled, assert_queue_settled
-from tests.support import DrainerPool, wait_until
+from tests.support import DrainerProcess, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.process, pytest.mark.fault]
 
@@ -94,35 +103,88 @@ def make_products(prefix: str) -> list[int]:
     return [p.id for p in created]
 
 
-def run_drainers(write: object) -> None:
-    """Four drainers drain while ``write()`` inserts; then all must settle and stop cleanly."""
-    pool = DrainerPool(4, ["--batch-size", BATCH, "--interval", "0.2"])
+def bucket_owner(product_id: int) -> str | None:
+    """The drainer that owns the order bucket of ``product_id``'s events now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT b.owner FROM outbox_bucket AS b WHERE b.topic = %s AND b.bucket = ("
+            "SELECT e.bucket FROM outbox_event AS e JOIN pricing_crawlresult AS cr ON e.key = cr.id::text "
+            "WHERE cr.product_id = %s LIMIT 1)",
+            [CRAWL_RESULT_CREATED, product_id],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def owners() -> dict[str, int]:
+    """Buckets per owner of the pricing topic."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT owner, count(*) FROM outbox_bucket WHERE topic = %s AND owner IS NOT NULL GROUP BY 1",
+            [CRAWL_RESULT_CREATED],
+        )
+        return dict(cursor.fetchall())
+
+
+def holders_by_product() -> dict[int, set[str]]:
+    """product -> the drainers whose ack ended its events (locked_by of done events)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT cr.product_id, array_agg(DISTINCT e.locked_by) FROM outbox_event AS e "
+            "JOIN pricing_crawlresult AS cr ON e.key = cr.id::text GROUP BY 1"
+        )
+        return {product_id: set(holders) for product_id, holders in cursor.fetchall()}
+
+
+def run_drainers(write: object, products: list[int]) -> None:
+    """Drain while ``write(n)`` inserts n statements, drainers joining and leaving between
+    its calls; then all must settle and stop cleanly, the first product held by two."""
+    args = ["--batch-size", BATCH, "--interval", "0.2"]
+    drainers = [DrainerProcess(args), DrainerProcess(args)]
+    stopped: list[int] = []
     try:
-        write()  # type: ignore[operator]
+        write(STATEMENTS // 3)  # type: ignore[operator]
+        drainers += [DrainerProcess(args), DrainerProcess(args)]
+        wait_until(lambda: len(owners()) == 4, timeout=30, message="four drainers owning buckets")
+        write(STATEMENTS // 3)  # type: ignore[operator]
+        leaving = wait_until(lambda: bucket_owner(products[0]), timeout=10, message="the first product's owner")
+        # Its stop waits for its batch; a drainer still starting would die of the SIGTERM.
+        index = next(i for i, d in enumerate(drainers) if f":{d.pid}:" in leaving)
+        wait_until(drainers[index].started, timeout=30, message="the leaving drainer started")
+        stopped.append(drainers[index].stop())
+        drainers[index] = DrainerProcess(args)
+        write(STATEMENTS - 2 * (STATEMENTS // 3))  # type: ignore[operator]
         wait_until(all_settled, timeout=120, message="every event done")
-        codes = pool.stop()
+        wait_until(lambda: all(d.started() for d in drainers), timeout=30, message="the new drainer started")
+        codes = [d.stop() for d in drainers]
     except BaseException:
-        print(pool.output())
+        print("\n".join(d.output()[-1500:] for d in drainers))
         raise
     finally:
-        logs = pool.output(1500)
-        pool.close()
-    assert codes == [0, 0, 0, 0], f"drainers exited with {codes}:\n{logs}"
+        logs = "\n".join(d.output()[-1500:] for d in drainers)
+        for d in drainers:
+            d.close()
+    assert stopped == [0] and codes == [0, 0, 0, 0], f"drainers exited with {stopped} {codes}:\n{logs}"
     assert_queue_settled()
+    holders = holders_by_product()
+    print(f"drainers that handled each product's events: { {p: len(h) for p, h in holders.items()} }")
+    assert leaving in holders[products[0]] and len(holders[products[0]]) >= 2, (
+        f"the first product's events were held by {holders[products[0]]} only: no bucket handover was tested"
+    )
 
 
 def test_parallel_history_is_the_sequential_history() -> None:
     rng = random.Random(5)  # noqa: S311
     products = make_products("O")
 
-    def write() -> None:
-        for _ in range(STATEMENTS):
+    def write(statements: int) -> None:
+        for _ in range(statements):
             # Prices from a small set: many unchanged prices, many changes, in one statement.
             rows = [(products[i % PRODUCTS], Decimal(rng.choice(PRICES))) for i in range(PER_STATEMENT)]
             rng.shuffle(rows)
             insert([p for p, _ in rows], [price for _, price in rows])
 
-    run_drainers(write)
+    run_drainers(write, products)
 
     rows = results_in_outbox_order()
     assert len(rows) == STATEMENTS * PER_STATEMENT
@@ -160,14 +222,14 @@ def test_earlier_crawled_result_is_never_recorded_after_a_later_one() -> None:
     products = make_products("S")
     base = timezone.now() - dt.timedelta(hours=1)
 
-    def write() -> None:
-        for _ in range(STATEMENTS):
+    def write(statements: int) -> None:
+        for _ in range(statements):
             # crawled_at shuffled across statements (late arrivals), with ties inside one.
             stamps = [base + dt.timedelta(seconds=rng.randrange(60)) for _ in range(4)]
             rows = [(products[i % PRODUCTS], Decimal(rng.choice(PRICES))) for i in range(PER_STATEMENT)]
             insert([p for p, _ in rows], [price for _, price in rows], [rng.choice(stamps) for _ in rows])
 
-    run_drainers(write)
+    run_drainers(write, products)
 
     rows = results_in_outbox_order()
     by_result = {row.result_id: row for row in rows}
@@ -195,5 +257,26 @@ def test_earlier_crawled_result_is_never_recorded_after_a_later_one() -> None:
         assert (row.status == "recorded") == (row.result_id in recorded), f"status and history disagree: {row}"
         if row.reason == "stale":
             assert row.crawled_at < newest[row.product_id], f"skipped as stale with nothing newer recorded: {row}"
-    stale = sum(row.reason == "stale" for row in rows)
-    assert stale > 0, "no result was stale: the test did not exercise late arrivals"
+    stale = {row.result_id for row in rows if row.reason == "stale"}
+    assert stale, "no result was stale: the test did not exercise late arrivals"
+    # Stale exactly when a result of the product crawled later had been recorded by an
+    # earlier transaction (processed_at: the start of the transaction that decided it).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT cr.id::text FROM pricing_crawlresult AS cr
+            JOIN outbox_event AS e ON e.key = cr.id::text
+            WHERE cr.product_id = ANY(%s) AND EXISTS (
+                SELECT 1 FROM pricing_pricehistory AS h
+                JOIN outbox_event AS he ON he.key = h.crawl_result_id::text
+                WHERE h.product_id = cr.product_id AND h.crawled_at > cr.crawled_at
+                  AND he.processed_at < e.processed_at)
+            """,
+            [products],
+        )
+        overtaken = {row[0] for row in cursor.fetchall()}
+    assert stale == overtaken, (
+        f"{len(stale - overtaken)} results stale with nothing newer recorded before them, e.g. "
+        f"{[by_result[i] for i in sorted(stale - overtaken)[:3]]}; {len(overtaken - stale)} overtaken results "
+        f"not stale, e.g. {[by_result[i] for i in sorted(overtaken - stale)[:3]]}"
+    )

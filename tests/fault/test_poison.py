@@ -9,6 +9,12 @@ process-killing one runs once in its batch (that crash charges nobody: every eve
 of the batch becomes a suspect), then max_attempts times alone, each solo run
 counted just before it starts (docs/guarantees.md#attempts).
 
+Recovery is timed: the poison topic is unordered, so a dead drainer's events come
+back through the rescue of a live drainer (RESCUE_INTERVAL, set to 1 s here),
+never by expiry (the lease is 300 s). From each death the
+supervisor sees to the moment none of the dead drainer's events is under a lease and
+it owns no bucket: within RECOVERY_BOUND.
+
 The two kinds run in separate tests: a raising event waits out its retry backoff
 and comes back in a later batch, which could be the killer's first batch; its last
 attempt would then end as "abandoned", not with its own error.
@@ -22,10 +28,11 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from outbox.drainer.config import REBALANCE_INTERVAL
 from outbox.models import OutboxEvent
-from tests.fault.conftest import all_settled, assert_queue_settled
-from tests.poison.apps import POISON_EXIT_CODE, POISON_TOPIC
-from tests.support import DrainerPool, Supervisor, drainer_env, wait_until
+from tests.fault.conftest import RecoveryWatch, all_settled, assert_prompt_recovery, assert_queue_settled
+from tests.poison.apps import POISON_EXIT_CODE, POISON_TOPIC, RESCUE_INTERVAL_ENV
+from tests.support import DrainerPool, Supervisor, current_database_url, drainer_env, wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -37,6 +44,10 @@ pytestmark = [
 EVENTS = 200
 BATCH = 50
 MAX_ATTEMPTS = 3
+RESCUE_INTERVAL = 1.0
+# The next rescue (or, for the pricing buckets these drainers own too, the next
+# rebalance), plus a margin for a loaded two-core machine.
+RECOVERY_BOUND = max(RESCUE_INTERVAL, REBALANCE_INTERVAL) + 3.0
 
 
 def read_trace(path: Path) -> dict[int, list[tuple[str, int, int]]]:
@@ -58,25 +69,31 @@ def make_events(poison: dict[int, str]) -> list[int]:
 
 def drain(trace: Path) -> Supervisor:
     """Two drainers, kept alive by a supervisor, until every event settled; returns the supervisor."""
-    env = drainer_env("tests.settings_poison")
+    env = drainer_env("tests.settings_poison", **{RESCUE_INTERVAL_ENV: str(RESCUE_INTERVAL)})
     # A lease far longer than the test: crashed claims come back through the
     # dead-holder rescue, not by expiry.
     args = ["--batch-size", str(BATCH), "--max-attempts", str(MAX_ATTEMPTS), "--interval", "0.2", "--lease", "300"]
     pool = DrainerPool(2, args, env=env)
     supervisor = Supervisor(pool)  # restarts a drainer that died, as systemd would
+    watch = RecoveryWatch(supervisor, current_database_url())
     try:
         supervisor.start()
-        wait_until(all_settled, timeout=90, message="every poison test event done or failed")
+        watch.start()
+        wait_until(all_settled, timeout=60, message="every poison test event done or failed")
         supervisor.stop()
+        recovered = watch.stop()
         codes = pool.stop()
     except BaseException:
         supervisor.stop()
+        watch.stop()
         print(pool.output())
         raise
     finally:
         logs = pool.output(1200)
         pool.close()
     assert codes == [0, 0], f"the surviving drainers exited with {codes}:\n{logs}"
+    print(f"recovery after each death (s): {sorted(round(s, 2) for s in recovered.values())}")
+    assert_prompt_recovery(supervisor, recovered, RECOVERY_BOUND)
     supervisor.logs = logs  # type: ignore[attr-defined]
     return supervisor
 

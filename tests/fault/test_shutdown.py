@@ -1,6 +1,6 @@
 """Shutdown under load.
 
-What it proves: the first SIGTERM lets the drainer finish the batch it is in and
+What it proves: the first SIGTERM or SIGINT lets the drainer finish the batch it is in and
 exit 0 (the batch committed, the next one never claimed); a second signal ends it
 at once, by that signal: its transaction rolls back, nothing of the batch is
 applied, and the events come back through the dead-drainer rescue to another
@@ -13,11 +13,9 @@ it sees the drainer's session waiting on that lock, then releases it.
 
 from __future__ import annotations
 
-import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -26,7 +24,7 @@ from django.db import connection
 from outbox.models import OutboxEvent
 from tests.fault.conftest import all_settled, assert_queue_settled
 from tests.poison.apps import POISON_TOPIC
-from tests.support import DrainerProcess, current_database_url, drainer_env, wait_until
+from tests.support import DrainerProcess, drainer_env, wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -36,18 +34,6 @@ pytestmark = [
 ]
 
 BATCH = 10
-
-
-@pytest.fixture
-def held_lock() -> Iterator[tuple[psycopg.Connection, int]]:
-    """An advisory lock held by the test's own session: (that session, the lock's key)."""
-    key = random.randrange(1, 2**31)  # noqa: S311
-    conn = psycopg.connect(current_database_url(), autocommit=True)
-    conn.execute("SELECT pg_advisory_lock(%s)", [key])
-    try:
-        yield conn, key
-    finally:
-        conn.close()
 
 
 def make_events(lock: int) -> list[int]:
@@ -86,13 +72,16 @@ def drainer() -> DrainerProcess:
     return DrainerProcess(["--batch-size", str(BATCH), "--interval", "0.2"], env=drainer_env("tests.settings_poison"))
 
 
-def test_sigterm_finishes_the_batch_then_exits_0(held_lock: tuple[psycopg.Connection, int]) -> None:
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_first_signal_finishes_the_batch_then_exits_0(
+    first: signal.Signals, held_lock: tuple[psycopg.Connection, int]
+) -> None:
     conn, lock = held_lock
     ids = make_events(lock)
     d = drainer()
     try:
         wait_until(lambda: waiting_on(lock), timeout=60, message="the drainer busy in its first batch")
-        d.send(signal.SIGTERM)
+        d.send(first)
         wait_until(lambda: "finishing the current batch" in d.output(), timeout=10, message="the signal seen")
         assert waiting_on(lock), "the batch ended before the test let it: the test proves nothing"
         conn.execute("SELECT pg_advisory_unlock(%s)", [lock])
@@ -102,15 +91,15 @@ def test_sigterm_finishes_the_batch_then_exits_0(held_lock: tuple[psycopg.Connec
         output = d.output()
     finally:
         d.close()
-    assert code == 0, f"exit code {code} after one SIGTERM:\n{output[-3000:]}"
+    assert code == 0, f"exit code {code} after one {first.name}:\n{output[-3000:]}"
     assert elapsed < 15, f"took {elapsed:.1f}s to finish one batch and exit"
     assert "finishing the current batch" in output, output[-3000:]
-    first, second = ids[:BATCH], ids[BATCH:]
+    batch, rest = ids[:BATCH], ids[BATCH:]
     done = set(OutboxEvent.objects.filter(status="done").values_list("id", flat=True))
-    assert done == set(first), f"done after SIGTERM: {sorted(done)}; expected the first batch {first}"
-    assert effects() == Counter(first), f"effects after SIGTERM: {effects()}"
-    untouched = OutboxEvent.objects.filter(id__in=second, status="pending", attempts=0, locked_by=None).count()
-    assert untouched == BATCH, "the second batch was claimed after SIGTERM"
+    assert done == set(batch), f"done after {first.name}: {sorted(done)}; expected the first batch {batch}"
+    assert effects() == Counter(batch), f"effects after {first.name}: {effects()}"
+    untouched = OutboxEvent.objects.filter(id__in=rest, status="pending", attempts=0, locked_by=None).count()
+    assert untouched == BATCH, f"the second batch was claimed after {first.name}"
 
 
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -26,6 +26,12 @@ payload, so each test picks its poison events when it writes them:
   attempt the drainer then dies (``os._exit``) after every handler of the batch
   returned and before the acks and COMMIT (a receiver of ``batch_handled``).
 
+One more fault-injection point, for any topic (the SIGKILL storm's pricing events):
+while the file named by ``POISON_KILL_ARM`` exists, the first drainer to reach
+``batch_handled`` (every handler of its batch returned, the acks and COMMIT not yet
+sent) renames it to ``<name>.<pid>`` and SIGKILLs itself: one kill at exactly that
+instant per arming, and the renamed file says who took it.
+
 Every call is first appended to the file named by ``POISON_TRACE`` (the fault
 tests' ``poison_effect`` fixture sets it) and flushed to disk, so the test can count
 how many times a handler really ran, even on a run whose transaction was rolled
@@ -49,6 +55,10 @@ POISON_TOPIC = "poison"
 POISON_EXIT_CODE = 86
 #: Environment variable naming the trace file.
 TRACE_ENV = "POISON_TRACE"
+#: Environment variable that sets RESCUE_INTERVAL in tests.settings_poison.
+RESCUE_INTERVAL_ENV = "POISON_RESCUE_INTERVAL"
+#: Environment variable naming the file that arms the before-COMMIT SIGKILL.
+KILL_ARM_ENV = "POISON_KILL_ARM"
 
 
 class PoisonError(RuntimeError):
@@ -116,6 +126,18 @@ def _exit_before_commit(sender: object, events: Sequence[Event], **kwargs: objec
             os._exit(POISON_EXIT_CODE)
 
 
+def _kill_when_armed(sender: object, events: Sequence[Event], **kwargs: object) -> None:
+    """``batch_handled``: SIGKILL this drainer between its handlers and its COMMIT, once per arming."""
+    armed = os.environ.get(KILL_ARM_ENV)
+    if not armed or not events:
+        return
+    try:
+        os.rename(armed, f"{armed}.{os.getpid()}")  # atomic: one drainer takes each arming
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class PoisonConfig(AppConfig):
     name = "tests.poison"
     label = "poison"
@@ -131,3 +153,4 @@ class PoisonConfig(AppConfig):
         # settings only (this app is never installed in the project's settings).
         batch_claimed.connect(_stall_after_claim, dispatch_uid="poison-stall-after-claim")
         batch_handled.connect(_exit_before_commit, dispatch_uid="poison-exit-before-commit")
+        batch_handled.connect(_kill_when_armed, dispatch_uid="poison-kill-when-armed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import re
 from decimal import Decimal
@@ -15,24 +14,19 @@ from django.db.models import Count
 
 from outbox.models import OutboxEvent
 from pricing import demo
-from pricing.auto_record import get_config
 from pricing.models import CRAWL_RESULT_CREATED, CrawlResult, PriceHistory, Product
 from tests.factories import make_product, make_result
 from tests.support import wait_until
 
-
-def planned(results: int, products: int, seed: int) -> demo.CrawlPlan:
-    """The criteria outcomes a seed must produce, computed without a database."""
-    generator = demo.CrawlGenerator(
-        results=results,
-        product_ids=list(range(1, products + 1)),
-        seed=seed,
-        config=get_config(),
-        end=dt.datetime.now(dt.UTC),
-    )
-    for _ in generator.chunks():
-        pass
-    return generator.plan
+# What ``--results 2000 --products 20 --seed 1`` must produce with the shipped
+# auto-record config, written down once from a run and not computed by the code
+# under test (pricing.demo, should_auto_record): a change of the generator or of the
+# criteria fails this test until someone looks at it and writes the new figures.
+SEED_1_DOOMED = 4  # results deleted before their drainer gets them: failed events
+SEED_1_OUTCOMES = {"source_not_allowed": 284, "low_confidence": 154, "invalid_price": 16}
+SEED_1_ELIGIBLE = 1542  # recorded, unchanged_price or stale (the split depends on timing)
+SEED_2_DOOMED = 2  # --results 300 --products 5 --seed 2
+SEED_2_ELIGIBLE = 228
 
 
 def demo_events() -> dict[str, int]:
@@ -66,9 +60,9 @@ def test_demo_drains_a_crawl_with_real_drainers_then_runs_again_with_keep() -> N
     call_command("outbox_demo", "--results", "2000", "--products", "20", "--drainers", "2", "--seed", "1", stdout=out)
     summary = out.getvalue()
 
-    doomed = demo.doomed_count(2000)
-    plan = planned(2000, 20, seed=1)
-    assert plan.deleted == doomed
+    doomed = SEED_1_DOOMED
+    eligible = SEED_1_ELIGIBLE
+    assert doomed + eligible + sum(SEED_1_OUTCOMES.values()) == 2000
 
     # The summary: progress lines (stdout is not a terminal), outcomes, throughput, latency, next steps.
     assert re.search(r"written 2,000/2,000 \| finished 2,000/2,000 \(failed \d+", summary), summary
@@ -80,7 +74,6 @@ def test_demo_drains_a_crawl_with_real_drainers_then_runs_again_with_keep() -> N
     assert re.search(r"commit-to-record latency: p50 [\d,.]+ m?s, p95 .+, p99 .+, max .+", summary), summary
     assert "exit codes 0, 0" in summary, summary
     assert "createsuperuser" in summary and "docs/monitoring.sql" in summary
-    eligible = plan.criteria["eligible"]
     assert f"eligible {eligible:,}" in summary, "the printed plan differs from the seed's plan"
 
     # The database: the old demo data is gone, other data is untouched.
@@ -94,7 +87,7 @@ def test_demo_drains_a_crawl_with_real_drainers_then_runs_again_with_keep() -> N
         (e.attempts, e.last_error) for e in failed
     ]
 
-    # Every surviving result was decided, the criteria exactly as the seed planned them.
+    # Every surviving result was decided, the criteria exactly as written down for the seed.
     results = CrawlResult.objects.filter(product__sku__startswith=demo.SKU_PREFIX)
     assert results.count() == 2000 - doomed
     outcomes = dict(
@@ -103,10 +96,10 @@ def test_demo_drains_a_crawl_with_real_drainers_then_runs_again_with_keep() -> N
         .values_list("history_record_reason", "n")
     )
     assert None not in results.values_list("history_record_status", flat=True)
-    for reason in ("source_not_allowed", "low_confidence", "invalid_price"):
-        assert outcomes.get(reason, 0) == plan.criteria[reason], (reason, outcomes, plan.criteria)
+    skipped = {reason: outcomes.get(reason, 0) for reason in SEED_1_OUTCOMES}
+    assert skipped == SEED_1_OUTCOMES, outcomes
     decided_eligible = outcomes.get("eligible", 0) + outcomes.get("unchanged_price", 0) + outcomes.get("stale", 0)
-    assert decided_eligible == eligible, (outcomes, plan.criteria)
+    assert decided_eligible == eligible, outcomes
     recorded = results.filter(history_record_status="recorded").count()
     assert PriceHistory.objects.filter(product__sku__startswith=demo.SKU_PREFIX).count() == recorded
     assert recorded > 0 and outcomes.get("unchanged_price", 0) > 0
@@ -120,9 +113,10 @@ def test_demo_drains_a_crawl_with_real_drainers_then_runs_again_with_keep() -> N
         "outbox_demo", "--results", "300", "--products", "5", "--drainers", "1", "--seed", "2", "--keep", stdout=out
     )
     second = out.getvalue()
-    doomed2 = demo.doomed_count(300)
+    doomed2 = SEED_2_DOOMED
     assert f"Events of this run: done {300 - doomed2:,}, failed {doomed2}, pending 0" in second, second
     assert "exit codes 0" in second
+    assert f"eligible {SEED_2_ELIGIBLE:,}" in second, second
     assert Product.objects.filter(sku__startswith=demo.SKU_PREFIX).count() == 20
     assert results.count() == 2000 - doomed + 300 - doomed2
     assert demo_events() == {"done": 2300 - doomed - doomed2, "failed": doomed + doomed2}

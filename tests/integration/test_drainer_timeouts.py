@@ -1,0 +1,102 @@
+"""The drainer's session timeouts, each run out for real (docs/guarantees.md, tuning).
+
+* STATEMENT_TIMEOUT: a handler statement that runs past it fails that run with the
+  server's error, as any handler error: retried, then failed with that error; the
+  rest of the batch is done. The session is not treated as lost.
+* LOCK_TIMEOUT: a row of the claim held by another session (an operator's open
+  transaction) ends the claim after LOCK_TIMEOUT with a warning; the drainer tries
+  again and, once the row is free, handles the event, charged one attempt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import connection
+
+from outbox.drainer import Drainer, DrainerConfig
+from outbox.handlers import Event, HandlerRegistry
+from outbox.models import OutboxEvent
+from tests.factories import make_event, make_result
+from tests.support import current_database_url, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_session() -> Iterator[None]:
+    """Close the drainer's session after the test, so no other test inherits its timeouts."""
+    try:
+        yield
+    finally:
+        connection.close()
+
+
+def drainer(**overrides: object) -> Drainer:
+    """A drainer on a session of its own making: it sets the session up when it connects
+    (as drain_outbox's does, which starts from a closed connection too)."""
+    connection.close()
+    return Drainer(DrainerConfig.from_settings(backoff_base=0.0, backoff_jitter=0.0, **overrides))  # type: ignore[arg-type]
+
+
+def test_a_handler_statement_past_statement_timeout_fails_its_run_with_its_error(handlers: HandlerRegistry) -> None:
+    def handle(event: Event) -> str:
+        if event.key == "slow":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(10)")
+        return "ok"
+
+    handlers.register("test.slow", handle)
+    slow, fast = make_event("test.slow", "slow"), make_event("test.slow", "fast")
+    d = drainer(statement_timeout=0.5, max_attempts=2)
+    try:
+        first = d.run_once()
+        slow.refresh_from_db()
+        assert (slow.status, slow.attempts) == ("pending", 1), (slow.status, slow.attempts, slow.last_error)
+        assert "statement timeout" in slow.last_error, slow.last_error
+        OutboxEvent.objects.filter(pk=slow.pk).update(available_at=slow.created_at)  # its backoff is over
+        second = d.run_once()
+    finally:
+        d.close()
+    assert (first.done, first.retried, first.lost) == (1, 1, 0), first
+    assert (second.failed, second.lost) == (1, 0), second
+    slow.refresh_from_db()
+    fast.refresh_from_db()
+    assert fast.status == "done" and fast.attempts == 1, (fast.status, fast.attempts)
+    assert (slow.status, slow.attempts) == ("failed", 2), (slow.status, slow.attempts)
+    assert "statement timeout" in slow.last_error and "AbandonedEvent" not in slow.last_error, slow.last_error
+
+
+def test_a_row_held_past_lock_timeout_delays_the_claim_then_the_event_is_done(
+    outbox_logs: pytest.LogCaptureFixture,
+) -> None:
+    result = make_result()
+    event = OutboxEvent.objects.get(key=str(result.id))
+    operator = psycopg.connect(current_database_url())  # an open transaction, as in psql
+    operator.execute("SELECT 1 FROM outbox_event WHERE id = %s FOR UPDATE", [event.id])
+
+    def timed_out() -> bool:
+        return any("lock timeout" in r.getMessage() for r in outbox_logs.records if r.levelname == "WARNING")
+
+    def release_after_a_timeout() -> None:
+        try:
+            wait_until(timed_out, timeout=30, message="the drainer's claim past lock_timeout")
+        finally:
+            operator.rollback()
+
+    releaser = threading.Thread(target=release_after_a_timeout, daemon=True)
+    releaser.start()
+    d = drainer(lock_timeout=0.2)
+    try:
+        total = d.drain()
+    finally:
+        d.close()
+        releaser.join(30)
+        operator.close()
+    assert timed_out(), "the claim never waited past lock_timeout: the test proves nothing"
+    event.refresh_from_db()
+    assert (event.status, event.attempts) == ("done", 1), (event.status, event.attempts, event.last_error)
+    assert total.done == 1, total
