@@ -41,7 +41,7 @@ RETURNING id;
 
 -- name: tables_reset
 -- A fresh start for one repetition: no results, no history, no events.
-TRUNCATE pricing_pricehistory, pricing_crawlresult, outbox_event RESTART IDENTITY;
+TRUNCATE pricing_pricehistory, pricing_crawlresult, outbox_event, outbox_task_result RESTART IDENTITY;
 
 -- name: event_pending_exists
 SELECT EXISTS (SELECT 1 FROM outbox_event WHERE status = 'pending');
