@@ -29,6 +29,7 @@ from bench.procs import (
     redis_worker,
     run_workers,
 )
+from bench.samples import HEADLINE
 from outbox.conf import BUCKETS
 
 #: The pricing handler's topic (pricing.models.CRAWL_RESULT_CREATED).
@@ -128,10 +129,6 @@ def _load_then_commit(ctx: Context, n: int, *, offset: int = 0) -> float:
 # ---------------------------------------------------------------------- throughput
 
 
-#: The headline configuration of issue 5: drained over the full backlog, every repetition.
-HEADLINE = (2, 500)
-
-
 def plan_for(scale: Scale, workers: int, batch: int) -> tuple[int, int]:
     """(backlog, repetitions) of one throughput configuration."""
     if (workers, batch) == HEADLINE:
@@ -141,9 +138,10 @@ def plan_for(scale: Scale, workers: int, batch: int) -> tuple[int, int]:
     return scale.matrix_backlog, scale.matrix_repeats
 
 
-def throughput_project(ctx: Context, drainers: int, batch: int) -> dict[str, Any]:
-    """Real ``drain_outbox`` processes with the pricing handler over a fresh backlog."""
+def throughput_project(ctx: Context, drainers: int, batch: int, events: int | None = None) -> dict[str, Any]:
+    """Real ``drain_outbox`` processes with the pricing handler over a fresh backlog (``events``: another size)."""
     n, repeats = plan_for(ctx.scale, drainers, batch)
+    n = events or n
     rates: list[float] = []
     with DrainerPool(ctx.url, drainers, batch_size=batch, log_dir=ctx.log_dir) as pool:
         pool.wait_ready(ctx.conn)
@@ -445,9 +443,7 @@ class TriggerSwitch:
 
 def trigger_cost(ctx: Context) -> dict[str, Any]:
     """Writers' cost: single-row inserts (1 and 2 writers) and bulk_create, per variant."""
-    from django.db import connection, transaction
-
-    from pricing.models import CrawlResult
+    from django.db import connection
 
     s = ctx.scale
     switch = TriggerSwitch(ctx.conn)
@@ -457,6 +453,8 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
     listener.execute("LISTEN outbox")
     single: dict[str, dict[str, list[float]]] = {"1": {}, "2": {}}
     bulk: dict[str, list[float]] = {}
+    chunks = min(TRIGGER_CHUNKS, max(1, s.insert_rows // 500))  # one turn in --quick
+    bulk_turns = len(TRIGGER_VARIANTS) if chunks > 1 else 1
     try:
         for rep in range(s.repeats):
             ctx.note_load("trigger")
@@ -468,7 +466,6 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
                 db.reset(ctx.conn)
                 rows: dict[str, int] = dict.fromkeys(TRIGGER_VARIANTS, 0)
                 seconds: dict[str, float] = dict.fromkeys(TRIGGER_VARIANTS, 0.0)
-                chunks = min(TRIGGER_CHUNKS, max(1, s.insert_rows // 500))  # one turn in --quick
                 chunk_rows = max(1, s.insert_rows // chunks)
                 for chunk in range(chunks):
                     turn = chunk % len(TRIGGER_VARIANTS)
@@ -488,27 +485,15 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
                             pass
                 for variant in TRIGGER_VARIANTS:
                     single[str(writers)].setdefault(variant, []).append(rows[variant] / seconds[variant])
+            # bulk_create takes turns too, in a rotating order: its variants' ranges
+            # overlapped by more than their differences when each ran after the other.
+            bulk_seconds: dict[str, float] = dict.fromkeys(TRIGGER_VARIANTS, 0.0)
+            for turn in range(bulk_turns):
+                start_at = (rep + turn) % len(TRIGGER_VARIANTS)
+                for variant in TRIGGER_VARIANTS[start_at:] + TRIGGER_VARIANTS[:start_at]:
+                    bulk_seconds[variant] += _bulk_create_seconds(ctx, switch, variant, first, listener)
             for variant in TRIGGER_VARIANTS:
-                db.reset(ctx.conn)
-                switch.apply(variant)
-                objs = [
-                    CrawlResult(
-                        product_id=first + (i * 7919) % db.PRODUCTS,
-                        source="html_ml",
-                        price=10 + i % 1000,
-                        currency="EUR",
-                        confidence=0.95,
-                    )
-                    for i in range(s.bulk_rows)
-                ]
-                with connection.cursor() as cursor:
-                    cursor.execute("SET outbox.notify = %s", ["off" if variant == "trigger_notify_off" else "on"])
-                start = time.perf_counter()
-                with transaction.atomic():
-                    CrawlResult.objects.bulk_create(objs)
-                bulk.setdefault(variant, []).append(time.perf_counter() - start)
-                for _ in listener.notifies(timeout=0):
-                    pass
+                bulk.setdefault(variant, []).append(bulk_seconds[variant] / bulk_turns)
             ctx.log(
                 "  inserts/s 1 writer: "
                 + ", ".join(f"{v}={single['1'][v][-1]:,.0f}" for v in TRIGGER_VARIANTS)
@@ -520,8 +505,45 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
         listener.close()
         with connection.cursor() as cursor:
             cursor.execute("RESET outbox.notify")
-    chunks = min(TRIGGER_CHUNKS, max(1, s.insert_rows // 500))
-    return {"rows": s.insert_rows, "chunks": chunks, "bulk_rows": s.bulk_rows, "single": single, "bulk": bulk}
+    return {
+        "rows": s.insert_rows,
+        "chunks": chunks,
+        "bulk_rows": s.bulk_rows,
+        "bulk_turns": bulk_turns,
+        "single": single,
+        "bulk": bulk,
+    }
+
+
+def _bulk_create_seconds(
+    ctx: Context, switch: TriggerSwitch, variant: str, first: int, listener: psycopg.Connection[Any]
+) -> float:
+    """One ``bulk_create`` of ``bulk_rows`` results in one transaction, the trigger as ``variant``."""
+    from django.db import connection, transaction
+
+    from pricing.models import CrawlResult
+
+    db.reset(ctx.conn)
+    switch.apply(variant)
+    objs = [
+        CrawlResult(
+            product_id=first + (i * 7919) % db.PRODUCTS,
+            source="html_ml",
+            price=10 + i % 1000,
+            currency="EUR",
+            confidence=0.95,
+        )
+        for i in range(ctx.scale.bulk_rows)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET outbox.notify = %s", ["off" if variant == "trigger_notify_off" else "on"])
+    start = time.perf_counter()
+    with transaction.atomic():
+        CrawlResult.objects.bulk_create(objs)
+    seconds = time.perf_counter() - start
+    for _ in listener.notifies(timeout=0):
+        pass
+    return seconds
 
 
 # ---------------------------------------------------------------------- scale
