@@ -22,6 +22,10 @@ class Target:
     met: bool | None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("s" if n != 1 else "")
+
+
 def _fraction(
     rows: list[dict[str, Any]], kind: str, workers: int, batch: int, at_least: float
 ) -> tuple[str, str, bool | None]:
@@ -48,8 +52,8 @@ def _throughput(results: dict[str, Any]) -> list[Target]:
         ("project", 2, 1, 0.4, "pricing handler"),
     ):
         text = (
-            f"{workers} drainer(s), batch {batch}, {what}: >= {at_least:.0%} of the plain-SQL drain "
-            f"doing the same work ({workers} worker(s), batch {batch})"
+            f"{_count(workers, 'drainer')}, batch {batch}, {what}: >= {at_least:.0%} of the plain-SQL drain "
+            f"doing the same work ({_count(workers, 'worker')}, batch {batch})"
         )
         out.append(Target(10, text, *_fraction(rows, kind, workers, batch, at_least)))
     headline = find_row(rows, "project", *HEADLINE)
@@ -81,7 +85,7 @@ def _redis(results: dict[str, Any]) -> list[Target]:
         if not base:
             continue
         mode = "per-item" if per_item else "batch-commit"
-        text = f">= {factor}x the old design's {mode} baseline ({base['workers']} worker(s)), same backlog"
+        text = f">= {factor}x the old design's {mode} baseline ({_count(base['workers'], 'worker')}), same backlog"
         if not project:
             out.append(Target(5, text, NOT_RECORDED, "", None))
             continue
@@ -127,7 +131,7 @@ def _trigger(results: dict[str, Any]) -> list[Target]:
         data = trig["single"].get(writers, {})
         if "trigger" in data and "no_trigger" in data:
             ratio = med(data["no_trigger"]) / med(data["trigger"])
-            text = f"single-row insert cost, {writers} writer(s): trigger <= 1.3x no trigger"
+            text = f"single-row insert cost, {_count(int(writers), 'writer')}: trigger <= 1.3x no trigger"
             out.append(Target(5, text, f"{ratio:.2f}x", n_of(data["trigger"], data["no_trigger"]), ratio <= 1.3))
     bulk = trig["bulk"]
     if "trigger" in bulk and "no_trigger" in bulk:
