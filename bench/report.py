@@ -29,6 +29,16 @@ from bench.targets import targets
 
 BATCH_SIZES = (1, 100, 500, 1000)
 
+#: The commands of the page's "How to run" (the code's, not the run's: they are no measurement).
+HOW_TO_RUN = (
+    "pip install -r requirements.txt -r bench/requirements.txt",
+    "python bench/run.py            # full run: rewrites bench/results.json, docs/BENCHMARKS.md and its chart",
+    "python bench/run.py --quick    # every case once at a small scale, report in a temp folder",
+    "python bench/run.py --update --cases trigger   # re-run cases, merged into bench/results.json",
+    "python bench/run.py --report-only              # the page again from bench/results.json and bench/analysis.md",
+    "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run.py  # on that server",
+)
+
 #: Pages of other benchmarks that the page links when they sit next to it: (title, file, command).
 #: The writers' benchmark (bench/writers.py) writes docs/writers.md from bench/writers.json.
 LINKED_PAGES = (("Writers' benchmark", "writers.md", "python bench/writers.py"),)
@@ -135,8 +145,8 @@ def _machine(meta: dict[str, Any]) -> list[str]:
         "## Machine and versions",
         "",
         f"- CPU: {meta['cpu']} ({meta['cores']} cores), memory {meta['memory']}; {meta['os']}",
-        f"- Load (`uptime`) at start {meta['load_start']}, at end {meta['load_end']}; per case at the end of "
-        "the page. " + meta.get("load_note", ""),
+        f"- Load (`uptime`) at start {meta['load_start']}, at end {meta['load_end']}; per case after the "
+        "tables. " + meta.get("load_note", ""),
         f"- PostgreSQL: {meta['server_version']} ({meta['server']}); "
         + ", ".join(f"{k}={v}" for k, v in meta["settings"].items() if k != "server_version"),
         f"- Python {meta['python']}; " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()),
@@ -441,7 +451,7 @@ def markdown(
     out = _header(measured, failed) + _machine(meta) + _targets(measured) + _throughput(measured, chart_name)
     out += _redis(measured) + _latency(measured) + _trigger(measured) + _scale(measured)
     out += _memory_and_pin(measured) + _linked(linked) + _superseded(measured) + _loads(meta)
-    out += ["", "## How to run", "", "```sh", *meta["how_to_run"], "```"]
+    out += ["", "## How to run", "", "```sh", *HOW_TO_RUN, "```"]
     if analysis.strip():
         out += ["", figures.render(analysis, measured).strip()]
     return "\n".join(out) + "\n"

@@ -371,12 +371,6 @@ def main(argv: list[str] | None = None) -> int:
         "products": db.PRODUCTS,
         "latency_rate": scale.latency_rate,
         "latency_seconds": scale.latency_seconds,
-        "how_to_run": [
-            "pip install -r requirements.txt -r bench/requirements.txt",
-            "python bench/run.py            # full run: rewrites docs/BENCHMARKS.md and docs/bench_throughput.png",
-            "python bench/run.py --quick    # every case once at a small scale, report in a temp folder",
-            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run.py  # on that server",
-        ],
     }
     if previous is not None:
         results = merge.merge(previous, results)
