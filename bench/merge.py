@@ -32,14 +32,16 @@ def merge(previous: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     runs = runs_of(meta)
     index = len(runs)
     new_meta = later["meta"]
-    cases = [case for case in later if case != "meta"]
+    # A case that failed in the later run keeps its earlier samples; the run says it failed.
+    failed = {case for case, data in later.items() if isinstance(data, dict) and "error" in data and case in previous}
+    cases = [case for case in later if case != "meta" and case not in failed]
     runs.append(
         {
             "date": new_meta["date"],
             "command": new_meta["command"],
             "load_start": new_meta["load_start"],
             "load_end": new_meta["load_end"],
-            "cases": ", ".join(cases),
+            "cases": ", ".join(cases + [f"{case} (failed: {later[case]['error']})" for case in sorted(failed)]),
         }
     )
     merged = {k: v for k, v in previous.items() if k != "meta"}

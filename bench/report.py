@@ -39,9 +39,10 @@ HOW_TO_RUN = (
     "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run.py  # on that server",
 )
 
-#: Pages of other benchmarks that the page links when they sit next to it: (title, file, command).
-#: The writers' benchmark (bench/writers.py) writes docs/writers.md from bench/writers.json.
-LINKED_PAGES = (("Writers' benchmark", "writers.md", "python bench/writers.py"),)
+#: Pages of other benchmarks, linked once their script is in the repository: (title, page next to
+#: this one, script). The writers' benchmark (bench/writers.py) writes docs/writers.md from
+#: bench/writers.json; add a row here for the next benchmark with a page of its own.
+LINKED_PAGES = (("Writers' benchmark", "writers.md", "bench/writers.py"),)
 
 
 def _from_run(index: int) -> str:
@@ -437,7 +438,7 @@ def _superseded(results: dict[str, Any]) -> list[str]:
 def _linked(pages: Sequence[tuple[str, str, str]]) -> list[str]:
     out: list[str] = []
     for title, file, command in pages:
-        out += ["", f"## {title}", "", f"On its own page: [{file}]({file}) (`{command}`)."]
+        out += ["", f"## {title}", "", f"On its own page: [{file}]({file}) (`python {command}`)."]
     return out
 
 

@@ -166,14 +166,14 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     """docs/BENCHMARKS.md (or out_dir's) and its chart from ``results``; returns the page's path.
 
     The analysis (bench/analysis.md) is a template whose figures come from ``results``;
-    pages of other benchmarks (report.LINKED_PAGES) are linked when they sit in out_dir.
+    pages of other benchmarks (report.LINKED_PAGES) are linked once their script exists.
     """
     chart_name = "bench_throughput.png"
     rows = measured_rows(results)
     has_chart = bool(rows) and report.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
     analysis_path = Path(__file__).with_name("analysis.md")
     analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() else ""
-    linked = [page for page in report.LINKED_PAGES if (out_dir / page[1]).is_file()]
+    linked = [page for page in report.LINKED_PAGES if (ROOT / page[2]).is_file()]
     try:
         page = report.markdown(results, chart_name if has_chart else None, analysis, linked)
     except figures.UnknownFigure as exc:

@@ -165,3 +165,19 @@ def test_update_keeps_the_samples_it_replaces_and_marks_its_rows() -> None:
     assert (
         "- throughput project x1 batch 1: 78 (69–88) events/s over 2,000 (n=2); from run 0, replaced by run 1" in page
     )
+
+
+def test_the_page_links_the_writers_benchmark_once_its_script_exists() -> None:
+    assert ("Writers' benchmark", "writers.md", "bench/writers.py") in report.LINKED_PAGES
+    page = report.markdown(committed(), None, "", report.LINKED_PAGES)
+    assert "## Writers' benchmark\n\nOn its own page: [writers.md](writers.md) (`python bench/writers.py`)." in page
+    assert "## Writers' benchmark" not in report.markdown(committed(), None, "")
+
+
+def test_a_case_that_fails_in_an_update_keeps_its_earlier_samples() -> None:
+    results = committed()
+    later = _later_run(results)
+    later["trigger"] = {"error": "AssertionError: boom"}
+    merged = merge.merge(results, later)
+    assert merged["trigger"] == results["trigger"]
+    assert merged["meta"]["runs"][1]["cases"] == "throughput, trigger (failed: AssertionError: boom)"
