@@ -1,9 +1,11 @@
 """Benchmark suite of the outbox: ``python bench/run.py`` (full) or ``--quick`` (smoke).
 
-The full run reproduces docs/BENCHMARKS.md and docs/bench_throughput.png on this
-machine; ``--quick`` runs every case once at a small scale in well under a
-minute and writes its report to ``--out`` (a temporary folder by default), which
-is what the test suite does so the bench never rots.
+The full run writes its raw samples to bench/results.json and, from them alone,
+docs/BENCHMARKS.md and docs/bench_throughput.png; ``--quick`` runs every case once
+at a small scale and writes its report to ``--out`` (a temporary folder by default).
+``--update`` re-runs some cases and merges them into the earlier results (keeping
+the samples it replaces); ``--report-only`` redraws the page from the results
+without measuring. The test suite runs all three at small sizes so the bench never rots.
 
 It creates its own database (``--database``, default ``bench``) on the server of
 ``DATABASE_URL``, or on the embedded PostgreSQL when that is unset, dropping it

@@ -181,3 +181,30 @@ def test_a_case_that_fails_in_an_update_keeps_its_earlier_samples() -> None:
     merged = merge.merge(results, later)
     assert merged["trigger"] == results["trigger"]
     assert merged["meta"]["runs"][1]["cases"] == "throughput, trigger (failed: AssertionError: boom)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--report-only", "--results", "/nonexistent/results.json"], "--report-only needs earlier results: no file"),
+        (["--update", "--report-only"], "--update measures and --report-only does not: choose one"),
+        (["--quick", "--update"], "--update with --quick needs --out or --results"),
+    ],
+)
+def test_run_refuses_update_and_report_only_misuse(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import run
+
+    with pytest.raises(SystemExit) as exc:
+        run.parse_args(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_report_only_refuses_a_file_that_is_no_results_file(tmp_path: Path) -> None:
+    from bench import run
+
+    path = tmp_path / "results.json"
+    path.write_text("{}")
+    with pytest.raises(SystemExit, match=r"results.json is not a bench/run.py results file \(no 'meta'\)"):
+        run.read_results(path)
