@@ -8,8 +8,11 @@ from the commit that makes the backlog visible to the moment no event is pending
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +60,9 @@ class Scale:
     pin_seconds: float
     pin_round: int
     recovery_max: float
+    profile_events: int
+    profile_events_batch1: int
+    profile_round_trip_batches: int
     latency_rate: float = 200.0
     poll_interval: float = 0.1
 
@@ -77,6 +83,9 @@ FULL = Scale(
     pin_seconds=60.0,
     pin_round=20_000,
     recovery_max=90.0,
+    profile_events=30_000,
+    profile_events_batch1=1_000,
+    profile_round_trip_batches=200,
 )
 
 QUICK = Scale(
@@ -95,6 +104,9 @@ QUICK = Scale(
     pin_seconds=1.0,
     pin_round=500,
     recovery_max=3.0,
+    profile_events=1_000,
+    profile_events_batch1=30,
+    profile_round_trip_batches=5,
 )
 
 
@@ -719,5 +731,36 @@ def pinned_xmin(ctx: Context, drainers: int = 2, batch: int = 500) -> dict[str, 
     ctx.log(
         f"  pinned xmin: before {statistics.median(baseline):,.0f}/s, pinned first {result['pinned_first'] or 0:,.0f}"
         f" last {result['pinned_last'] or 0:,.0f}/s, recovered after {recovered}s"
+    )
+    return result
+
+
+# ---------------------------------------------------------------------- profile
+
+#: The profiles the run records: (handler, batch size); batch 1 drains Scale.profile_events_batch1.
+PROFILES = (("pricing", 500), ("trivial", 500), ("pricing", 1))
+
+
+def profile(ctx: Context, handler: str, batch: int) -> dict[str, Any]:
+    """bench/profile_drain.py in the bench database: round trips per batch and time per statement."""
+    s = ctx.scale
+    events = s.profile_events_batch1 if batch == 1 else s.profile_events
+    ctx.note_load("profile")
+    out = ctx.log_dir / f"profile-{handler}-{batch}.json"
+    env = {**os.environ, "DATABASE_URL": ctx.url}
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # profile_drain's own (bench.settings: the trivial topic)
+    args = ["--url", ctx.url, "--events", str(events), "--batch", str(batch), "--handler", handler]
+    args += ["--round-trip-batches", str(s.profile_round_trip_batches), "--json", str(out)]
+    script = Path(__file__).with_name("profile_drain.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=300 + events / 10
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"profile_drain.py {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    db.reset(ctx.conn)
+    result = json.loads(out.read_text(encoding="utf-8"))
+    ctx.log(
+        f"  profile {handler} batch {batch}: {result['rate']:,.0f} events/s, "
+        f"{result['round_trips_per_batch']:.2f} round trips per batch"
     )
     return result

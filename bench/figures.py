@@ -135,6 +135,16 @@ def _pinned_recovery(results: dict[str, Any]) -> str | None:
     return f"{after:.1f} s after the release" if after is not None else "not within the observation window"
 
 
+def _profile(handler: str, batch: int, key: str, fmt: str) -> Callable[[dict[str, Any]], str | None]:
+    def figure(results: dict[str, Any]) -> str | None:
+        for p in results.get("profile") or []:
+            if (p["handler"], p["batch"]) == (handler, batch):
+                return fmt.format(p[key])
+        return None
+
+    return figure
+
+
 def _setting(name: str) -> Callable[[dict[str, Any]], str | None]:
     return lambda results: results["meta"].get("settings", {}).get(name)
 
@@ -179,6 +189,12 @@ FIGURES: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "pinned_first": _pinned("pinned_first"),
     "pinned_last": _pinned("pinned_last"),
     "pinned_recovery": _pinned_recovery,
+    "profile_round_trips_500": _profile("pricing", 500, "round_trips_per_batch", "{:.2f}"),
+    "profile_round_trips_trivial": _profile("trivial", 500, "round_trips_per_batch", "{:.2f}"),
+    "profile_round_trips_1": _profile("pricing", 1, "round_trips_per_batch", "{:.2f}"),
+    "profile_cpu_500": _profile("pricing", 500, "cpu_us_per_event", "{:,.0f} us"),
+    "profile_cpu_1": _profile("pricing", 1, "cpu_us_per_event", "{:,.0f} us"),
+    "profile_rate_500": _profile("pricing", 500, "rate", "{:,.0f} events/s"),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import figures
 from bench.merge import runs_of
+from bench.profile_drain import summary as profile_summary
 from bench.samples import (
     HEADLINE,
     NOT_RECORDED,
@@ -404,6 +405,22 @@ def _memory_and_pin(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _profile(results: dict[str, Any]) -> list[str]:
+    out = ["", "## Where one drainer's time goes", ""]
+    profiles = results.get("profile")
+    if not profiles:
+        return [*out, f"`python bench/profile_drain.py`: {NOT_RECORDED}."]
+    out += [
+        "`python bench/profile_drain.py` in the bench database: one in-process drainer over a fresh backlog; "
+        "round trips counted through a proxy over a first pass of batches (a backlog of its own), then every "
+        "statement of a second, timed pass at psycopg's `execute` (the pipelined ones as a whole). "
+        '"Outside them" is wall time minus the statements: Python, the driver, the network.',
+    ]
+    for p in profiles:
+        out += ["", f"{p['handler']} handler, batch {p['batch']}:", "", "```", *profile_summary(p), "```"]
+    return out
+
+
 def _loads(meta: dict[str, Any]) -> list[str]:
     loads = meta.get("loads", {})
     if not loads:
@@ -451,7 +468,7 @@ def markdown(
     meta = measured["meta"]
     out = _header(measured, failed) + _machine(meta) + _targets(measured) + _throughput(measured, chart_name)
     out += _redis(measured) + _latency(measured) + _trigger(measured) + _scale(measured)
-    out += _memory_and_pin(measured) + _linked(linked) + _superseded(measured) + _loads(meta)
+    out += _memory_and_pin(measured) + _profile(measured) + _linked(linked) + _superseded(measured) + _loads(meta)
     out += ["", "## How to run", "", "```sh", *HOW_TO_RUN, "```"]
     if analysis.strip():
         out += ["", figures.render(analysis, measured).strip()]

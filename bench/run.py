@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 from bench import cases, db, figures, merge, report  # noqa: E402
 
-CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned")
+CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned", "profile")
 PACKAGES = ("Django", "psycopg", "django-pgtrigger", "redis", "matplotlib")
 
 
@@ -315,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"throughput with xmin pinned for {scale.pin_seconds:.0f}s")
         results["pinned"] = cases.pinned_xmin(ctx)
 
+    def profile_case() -> None:
+        log("where one drainer's time goes (bench/profile_drain.py)")
+        results["profile"] = [cases.profile(ctx, handler, batch) for handler, batch in cases.PROFILES]
+
     try:
         if "throughput" in args.cases:
             log("drain throughput (project vs plain-SQL ceiling)")
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             ("scale", scale_case),
             ("memory", memory_case),
             ("pinned", pinned_case),
+            ("profile", profile_case),
         ):
             if case in args.cases:
                 attempt(case, fn)
@@ -376,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if previous is not None:
         results = merge.merge(previous, results)
-    write_report(results, out_dir)
+    # The samples first: a report that fails (an analysis being edited) must not lose the run.
     json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    write_report(results, out_dir)
     _print_summary(results)
     log(f"report: {out_dir / 'BENCHMARKS.md'}; raw samples: {json_path}")
     if failures:

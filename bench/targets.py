@@ -171,9 +171,20 @@ def _scale_and_memory(results: dict[str, Any]) -> list[Target]:
     return out
 
 
+def _round_trips(results: dict[str, Any]) -> list[Target]:
+    text = "round trips per batch, common path (pricing handler, batch 500, bench/profile_drain.py): <= 5"
+    profile = next((p for p in results.get("profile") or [] if (p["handler"], p["batch"]) == ("pricing", 500)), None)
+    if not profile:
+        return [Target(10, text, NOT_RECORDED, "", None)]
+    per_batch = profile["round_trips_per_batch"]
+    n = f"n={profile['round_trip_batches']} batches"
+    return [Target(10, text, f"{per_batch:.2f}", n, per_batch <= 5)]
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     """Every target of issues 10 and 5 (issue 10's first), as this run measured it."""
     results = measured_results(results)
-    found = [*_throughput(results), *_latency(results), *_redis(results), *_trigger(results)]
+    found = [*_throughput(results), *_latency(results), *_round_trips(results), *_redis(results)]
+    found += _trigger(results)
     found += _scale_and_memory(results)
     return sorted(found, key=lambda t: -t.issue)

@@ -123,6 +123,10 @@ def test_quick_run_measures_every_case(bench_run: dict[str, Any]) -> None:
     assert memory["peak_kib"] >= memory["warm_kib"] > 0
     pinned = results["pinned"]
     assert _finite(pinned["baseline"]) and pinned["pinned_rounds"] >= 1
+    profiles = {(p["handler"], p["batch"]): p for p in results["profile"]}
+    assert set(profiles) == {("pricing", 500), ("trivial", 500), ("pricing", 1)}
+    for p in profiles.values():
+        assert p["events"] > 0 and p["round_trips_per_batch"] > 0 and p["statements"], p
 
 
 def test_update_adds_the_batch_1_rows_and_keeps_the_first_runs(bench_run: dict[str, Any]) -> None:
@@ -148,7 +152,7 @@ def test_update_adds_the_batch_1_rows_and_keeps_the_first_runs(bench_run: dict[s
 def test_the_page_judges_every_issue_10_target(bench_run: dict[str, Any]) -> None:
     page = (bench_run["out"] / "BENCHMARKS.md").read_text()
     rows = [line for line in page.splitlines() if line.startswith("| 10 |")]
-    assert len(rows) == 6, rows
+    assert len(rows) == 7, rows
     for line in rows:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[3].startswith("n=") and cells[4] in {"**met**", "**not met**"}, line
@@ -171,6 +175,7 @@ def test_report_only_rewrites_the_page_byte_for_byte(bench_run: dict[str, Any]) 
         "## End-to-end latency",
         "## The trigger's cost for writers",
         "## Scale",
+        "## Where one drainer's time goes",
         "## Reading these numbers",
     ):
         assert heading in (out / "BENCHMARKS.md").read_text(), heading
