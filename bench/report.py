@@ -51,6 +51,11 @@ def _from_run(index: int) -> str:
     return f" (run {index})" if index else ""
 
 
+def _case_run(results: dict[str, Any], case: str) -> str:
+    """The mark of a case a later ``--update`` run replaced whole ("" when run 0 measured it)."""
+    return _from_run(results["meta"].get("case_runs", {}).get(case, 0))
+
+
 def throughput_table(rows: list[dict[str, Any]], counts: Sequence[int], kind: str = "project") -> list[str]:
     """Project against its plain-SQL counterpart per batch size and drainers, with each side's n."""
     other = kind.replace("project", "ceiling")
@@ -213,7 +218,8 @@ def _headline_variants(results: dict[str, Any]) -> list[str]:
     if vac:
         out += [
             "",
-            f"Autovacuum tuning, measured: the headline drain again while another session runs "
+            f"Autovacuum tuning, measured{_case_run(results, 'vacuumed')}: the headline drain again while "
+            "another session runs "
             f"`VACUUM outbox_event` every {vac['every']:.0f} s (what aggressive per-table autovacuum settings "
             f"would do): {spread(vac['rates'])} events/s against {spread(headline['rates'])} without "
             f"({figures.ratio_text(vac, headline)}, n={len(vac['rates'])}/{len(headline['rates'])}).",
@@ -222,7 +228,8 @@ def _headline_variants(results: dict[str, Any]) -> list[str]:
     if variants:
         out += [
             "",
-            "Where the time goes, measured: the headline drain again with other settings in the drainers' "
+            f"Where the time goes, measured{_case_run(results, 'session_variants')}: the headline drain again "
+            "with other settings in the drainers' "
             "sessions only (PGOPTIONS). `synchronous_commit=off` is a diagnostic of what the WAL flush at each "
             "COMMIT costs, never a recommendation; `random_page_cost=1.1` is the usual setting for data that is "
             "cached or on SSD.",
@@ -241,13 +248,18 @@ def _headline_variants(results: dict[str, Any]) -> list[str]:
 def _redis(results: dict[str, Any]) -> list[str]:
     redis = results.get("redis")
     if isinstance(redis, dict) and redis.get("skipped"):
-        return ["", "## The old design's shape (Redis list)", "", f"Skipped: {redis['skipped']}"]
+        return [
+            "",
+            f"## The old design's shape (Redis list){_case_run(results, 'redis')}",
+            "",
+            f"Skipped: {redis['skipped']}",
+        ]
     if not isinstance(redis, list) or not redis:
         return []
     project = results.get("redis_project")
     out = [
         "",
-        "## The old design's shape (Redis list)",
+        f"## The old design's shape (Redis list){_case_run(results, 'redis')}",
         "",
         f"{redis[0]['events']:,} result ids pushed to a list on the local Redis; each worker pops 100 at a time "
         "and records each result with the ORM (fetch, criteria, latest price, insert history, update the "
@@ -275,7 +287,7 @@ def _latency(results: dict[str, Any]) -> list[str]:
         return []
     out = [
         "",
-        "## End-to-end latency",
+        f"## End-to-end latency{_case_run(results, 'latency')}",
         "",
         f"A writer commits one CrawlResult every {1000 / meta['latency_rate']:.0f} ms "
         f"({meta['latency_rate']:.0f}/s) for {meta['latency_seconds']:.0f} s; a probe trigger "
@@ -324,7 +336,7 @@ def _trigger(results: dict[str, Any]) -> list[str]:
         "(synchronous_commit as configured, a LISTEN session connected). `bulk_create` of "
         f"{trig['bulk_rows']:,} rows in one transaction through the ORM, {bulk_how}. Cost = time per row "
         f"relative to no trigger. n = {len(trig['single']['1'].get('trigger', []))} repetition(s) per variant"
-        f"{_from_run(results['meta'].get('case_runs', {}).get('trigger', 0))}.",
+        f"{_case_run(results, 'trigger')}.",
         "",
         "| variant | 1 writer inserts/s | cost | 2 writers inserts/s | cost | bulk_create s | cost |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -349,7 +361,7 @@ def _scale(results: dict[str, Any]) -> list[str]:
         return []
     out = [
         "",
-        "## Scale",
+        f"## Scale{_case_run(results, 'scale')}",
         "",
         f"Claim throughput: the outbox's own `event_claim_batch` (batch {scale['batch']}) and `event_ack_done`, "
         f"each its own transaction, one client, over {scale['backlog']:,} pending events; the table empty "
@@ -374,7 +386,8 @@ def _memory_and_pin(results: dict[str, Any]) -> list[str]:
     if mem:
         out += [
             "",
-            f"Drainer memory: one `drain_outbox` (batch {mem['batch']}) over {mem['events']:,} events in "
+            f"Drainer memory{_case_run(results, 'memory')}: one `drain_outbox` (batch {mem['batch']}) over "
+            f"{mem['events']:,} events in "
             f"{mem['seconds']:.0f} s; RSS sampled every 0.25 s from /proc. At start {mem['start_kib'] / 1024:.1f} MiB, "
             f"after {mem['warm_at']:,} events {mem['warm_kib'] / 1024:.1f} MiB, highest sample after that "
             f"{mem['max_after_warm_kib'] / 1024:.1f} MiB, peak (VmHWM) {mem['peak_kib'] / 1024:.1f} MiB.",
@@ -383,7 +396,8 @@ def _memory_and_pin(results: dict[str, Any]) -> list[str]:
     if pin:
         out += [
             "",
-            f"Pinned xmin: {pin['drainers']} drainers (batch {pin['batch']}) drain rounds of {pin['round_events']:,} "
+            f"Pinned xmin{_case_run(results, 'pinned')}: {pin['drainers']} drainers (batch {pin['batch']}) drain "
+            f"rounds of {pin['round_events']:,} "
             f"events back to back; a REPEATABLE READ transaction holds its snapshot for {pin['pin_seconds']:.0f} s "
             "in the middle.",
             "",
@@ -406,7 +420,7 @@ def _memory_and_pin(results: dict[str, Any]) -> list[str]:
 
 
 def _profile(results: dict[str, Any]) -> list[str]:
-    out = ["", "## Where one drainer's time goes", ""]
+    out = ["", f"## Where one drainer's time goes{_case_run(results, 'profile')}", ""]
     profiles = results.get("profile")
     if not profiles:
         return [*out, f"`python bench/profile_drain.py`: {NOT_RECORDED}."]

@@ -123,6 +123,7 @@ def _later_run(results: dict[str, Any]) -> dict[str, Any]:
             {"kind": "project", "workers": 9, "batch": 1, "events": 2000, "rates": [7.0]},
         ],
         "trigger": copy.deepcopy(results["trigger"]),
+        "latency": copy.deepcopy(results["latency"]),
         "meta": {
             "date": "2030-01-01 00:00 UTC",
             "command": "python bench/run.py --update --cases throughput,trigger",
@@ -145,13 +146,13 @@ def test_update_keeps_the_samples_it_replaces_and_marks_its_rows() -> None:
     assert rows[("ceiling", 1, 1)] == next(r for r in before["throughput"] if r["kind"] == "ceiling")
     assert len(merged["throughput"]) == len(before["throughput"]) + 1
     superseded = {(e["case"], e["run"], e["replaced_by"]) for e in merged["superseded"]}
-    assert superseded == {("throughput", 0, 1), ("trigger", 0, 1)}
+    assert superseded == {("throughput", 0, 1), ("trigger", 0, 1), ("latency", 0, 1)}
     old_row = next(e["data"] for e in merged["superseded"] if e["case"] == "throughput")
     assert old_row == next(
         r for r in before["throughput"] if (r["kind"], r["workers"], r["batch"]) == ("project", 1, 1)
     )
     assert next(e["data"] for e in merged["superseded"] if e["case"] == "trigger") == before["trigger"]
-    assert merged["meta"]["case_runs"] == {"trigger": 1}
+    assert merged["meta"]["case_runs"] == {"trigger": 1, "latency": 1}
     assert merged["meta"]["loads"]["throughput"] == [*before["meta"]["loads"]["throughput"], "1.00 1 1"]
     assert merged["meta"]["loads"]["trigger"] == ["3.00 1 1"]
 
@@ -163,6 +164,7 @@ def test_update_keeps_the_samples_it_replaces_and_marks_its_rows() -> None:
     assert "| 1 | 1 (run 1) | 100 |" in page
     assert "- run 1: `python bench/run.py --update --cases throughput,trigger` on 2030-01-01 00:00 UTC" in page
     assert "n = 3 repetition(s) per variant (run 1)." in page
+    assert "## End-to-end latency (run 1)\n" in page and "## Scale\n" in page
     assert (
         "- throughput project x1 batch 1: 78 (69–88) events/s over 2,000 (n=2); from run 0, replaced by run 1" in page
     )
@@ -181,7 +183,7 @@ def test_a_case_that_fails_in_an_update_keeps_its_earlier_samples() -> None:
     later["trigger"] = {"error": "AssertionError: boom"}
     merged = merge.merge(results, later)
     assert merged["trigger"] == results["trigger"]
-    assert merged["meta"]["runs"][1]["cases"] == "throughput, trigger (failed: AssertionError: boom)"
+    assert merged["meta"]["runs"][1]["cases"] == "throughput, latency, trigger (failed: AssertionError: boom)"
 
 
 @pytest.mark.parametrize(
