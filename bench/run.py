@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cases, db, figures, merge, report  # noqa: E402
+from bench import cases, chart, db, figures, merge, report  # noqa: E402
 
 CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned", "profile")
 PACKAGES = ("Django", "psycopg", "django-pgtrigger", "redis", "matplotlib")
@@ -172,7 +172,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     """
     chart_name = "bench_throughput.png"
     rows = measured_rows(results)
-    has_chart = bool(rows) and report.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
+    has_chart = bool(rows) and chart.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
     analysis_path = Path(__file__).with_name("analysis.md")
     analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() else ""
     linked = [page for page in report.LINKED_PAGES if (ROOT / page[2]).is_file()]
