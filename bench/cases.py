@@ -8,8 +8,11 @@ from the commit that makes the backlog visible to the moment no event is pending
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from bench.procs import (
     redis_worker,
     run_workers,
 )
+from bench.samples import HEADLINE
 from outbox.conf import BUCKETS
 
 #: The pricing handler's topic (pricing.models.CRAWL_RESULT_CREATED).
@@ -56,6 +60,9 @@ class Scale:
     pin_seconds: float
     pin_round: int
     recovery_max: float
+    profile_events: int
+    profile_events_batch1: int
+    profile_round_trip_batches: int
     latency_rate: float = 200.0
     poll_interval: float = 0.1
 
@@ -76,6 +83,9 @@ FULL = Scale(
     pin_seconds=60.0,
     pin_round=20_000,
     recovery_max=90.0,
+    profile_events=30_000,
+    profile_events_batch1=1_000,
+    profile_round_trip_batches=200,
 )
 
 QUICK = Scale(
@@ -83,17 +93,20 @@ QUICK = Scale(
     backlog=2_000,
     matrix_backlog=1_000,
     matrix_repeats=1,
-    backlog_batch1=50,
-    redis_backlog=300,
-    latency_seconds=1.0,
-    insert_rows=100,
-    bulk_rows=2_000,
-    done_rows=20_000,
-    claim_backlog=2_000,
-    memory_events=5_000,
+    backlog_batch1=40,
+    redis_backlog=100,
+    latency_seconds=0.5,
+    insert_rows=60,
+    bulk_rows=500,
+    done_rows=10_000,
+    claim_backlog=1_000,
+    memory_events=3_000,
     pin_seconds=1.0,
-    pin_round=1_000,
-    recovery_max=5.0,
+    pin_round=500,
+    recovery_max=3.0,
+    profile_events=1_000,
+    profile_events_batch1=30,
+    profile_round_trip_batches=5,
 )
 
 
@@ -128,10 +141,6 @@ def _load_then_commit(ctx: Context, n: int, *, offset: int = 0) -> float:
 # ---------------------------------------------------------------------- throughput
 
 
-#: The headline configuration of issue 5: drained over the full backlog, every repetition.
-HEADLINE = (2, 500)
-
-
 def plan_for(scale: Scale, workers: int, batch: int) -> tuple[int, int]:
     """(backlog, repetitions) of one throughput configuration."""
     if (workers, batch) == HEADLINE:
@@ -141,9 +150,10 @@ def plan_for(scale: Scale, workers: int, batch: int) -> tuple[int, int]:
     return scale.matrix_backlog, scale.matrix_repeats
 
 
-def throughput_project(ctx: Context, drainers: int, batch: int) -> dict[str, Any]:
-    """Real ``drain_outbox`` processes with the pricing handler over a fresh backlog."""
+def throughput_project(ctx: Context, drainers: int, batch: int, events: int | None = None) -> dict[str, Any]:
+    """Real ``drain_outbox`` processes with the pricing handler over a fresh backlog (``events``: another size)."""
     n, repeats = plan_for(ctx.scale, drainers, batch)
+    n = events or n
     rates: list[float] = []
     with DrainerPool(ctx.url, drainers, batch_size=batch, log_dir=ctx.log_dir) as pool:
         pool.wait_ready(ctx.conn)
@@ -445,9 +455,7 @@ class TriggerSwitch:
 
 def trigger_cost(ctx: Context) -> dict[str, Any]:
     """Writers' cost: single-row inserts (1 and 2 writers) and bulk_create, per variant."""
-    from django.db import connection, transaction
-
-    from pricing.models import CrawlResult
+    from django.db import connection
 
     s = ctx.scale
     switch = TriggerSwitch(ctx.conn)
@@ -457,6 +465,8 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
     listener.execute("LISTEN outbox")
     single: dict[str, dict[str, list[float]]] = {"1": {}, "2": {}}
     bulk: dict[str, list[float]] = {}
+    chunks = min(TRIGGER_CHUNKS, max(1, s.insert_rows // 500))  # one turn in --quick
+    bulk_turns = len(TRIGGER_VARIANTS) if chunks > 1 else 1
     try:
         for rep in range(s.repeats):
             ctx.note_load("trigger")
@@ -468,7 +478,6 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
                 db.reset(ctx.conn)
                 rows: dict[str, int] = dict.fromkeys(TRIGGER_VARIANTS, 0)
                 seconds: dict[str, float] = dict.fromkeys(TRIGGER_VARIANTS, 0.0)
-                chunks = min(TRIGGER_CHUNKS, max(1, s.insert_rows // 500))  # one turn in --quick
                 chunk_rows = max(1, s.insert_rows // chunks)
                 for chunk in range(chunks):
                     turn = chunk % len(TRIGGER_VARIANTS)
@@ -488,27 +497,15 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
                             pass
                 for variant in TRIGGER_VARIANTS:
                     single[str(writers)].setdefault(variant, []).append(rows[variant] / seconds[variant])
+            # bulk_create takes turns too, in a rotating order: its variants' ranges
+            # overlapped by more than their differences when each ran after the other.
+            bulk_seconds: dict[str, float] = dict.fromkeys(TRIGGER_VARIANTS, 0.0)
+            for turn in range(bulk_turns):
+                start_at = (rep + turn) % len(TRIGGER_VARIANTS)
+                for variant in TRIGGER_VARIANTS[start_at:] + TRIGGER_VARIANTS[:start_at]:
+                    bulk_seconds[variant] += _bulk_create_seconds(ctx, switch, variant, first, listener)
             for variant in TRIGGER_VARIANTS:
-                db.reset(ctx.conn)
-                switch.apply(variant)
-                objs = [
-                    CrawlResult(
-                        product_id=first + (i * 7919) % db.PRODUCTS,
-                        source="html_ml",
-                        price=10 + i % 1000,
-                        currency="EUR",
-                        confidence=0.95,
-                    )
-                    for i in range(s.bulk_rows)
-                ]
-                with connection.cursor() as cursor:
-                    cursor.execute("SET outbox.notify = %s", ["off" if variant == "trigger_notify_off" else "on"])
-                start = time.perf_counter()
-                with transaction.atomic():
-                    CrawlResult.objects.bulk_create(objs)
-                bulk.setdefault(variant, []).append(time.perf_counter() - start)
-                for _ in listener.notifies(timeout=0):
-                    pass
+                bulk.setdefault(variant, []).append(bulk_seconds[variant] / bulk_turns)
             ctx.log(
                 "  inserts/s 1 writer: "
                 + ", ".join(f"{v}={single['1'][v][-1]:,.0f}" for v in TRIGGER_VARIANTS)
@@ -520,8 +517,45 @@ def trigger_cost(ctx: Context) -> dict[str, Any]:
         listener.close()
         with connection.cursor() as cursor:
             cursor.execute("RESET outbox.notify")
-    chunks = min(TRIGGER_CHUNKS, max(1, s.insert_rows // 500))
-    return {"rows": s.insert_rows, "chunks": chunks, "bulk_rows": s.bulk_rows, "single": single, "bulk": bulk}
+    return {
+        "rows": s.insert_rows,
+        "chunks": chunks,
+        "bulk_rows": s.bulk_rows,
+        "bulk_turns": bulk_turns,
+        "single": single,
+        "bulk": bulk,
+    }
+
+
+def _bulk_create_seconds(
+    ctx: Context, switch: TriggerSwitch, variant: str, first: int, listener: psycopg.Connection[Any]
+) -> float:
+    """One ``bulk_create`` of ``bulk_rows`` results in one transaction, the trigger as ``variant``."""
+    from django.db import connection, transaction
+
+    from pricing.models import CrawlResult
+
+    db.reset(ctx.conn)
+    switch.apply(variant)
+    objs = [
+        CrawlResult(
+            product_id=first + (i * 7919) % db.PRODUCTS,
+            source="html_ml",
+            price=10 + i % 1000,
+            currency="EUR",
+            confidence=0.95,
+        )
+        for i in range(ctx.scale.bulk_rows)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET outbox.notify = %s", ["off" if variant == "trigger_notify_off" else "on"])
+    start = time.perf_counter()
+    with transaction.atomic():
+        CrawlResult.objects.bulk_create(objs)
+    seconds = time.perf_counter() - start
+    for _ in listener.notifies(timeout=0):
+        pass
+    return seconds
 
 
 # ---------------------------------------------------------------------- scale
@@ -697,5 +731,36 @@ def pinned_xmin(ctx: Context, drainers: int = 2, batch: int = 500) -> dict[str, 
     ctx.log(
         f"  pinned xmin: before {statistics.median(baseline):,.0f}/s, pinned first {result['pinned_first'] or 0:,.0f}"
         f" last {result['pinned_last'] or 0:,.0f}/s, recovered after {recovered}s"
+    )
+    return result
+
+
+# ---------------------------------------------------------------------- profile
+
+#: The profiles the run records: (handler, batch size); batch 1 drains Scale.profile_events_batch1.
+PROFILES = (("pricing", 500), ("trivial", 500), ("pricing", 1))
+
+
+def profile(ctx: Context, handler: str, batch: int) -> dict[str, Any]:
+    """bench/profile_drain.py in the bench database: round trips per batch and time per statement."""
+    s = ctx.scale
+    events = s.profile_events_batch1 if batch == 1 else s.profile_events
+    ctx.note_load("profile")
+    out = ctx.log_dir / f"profile-{handler}-{batch}.json"
+    env = {**os.environ, "DATABASE_URL": ctx.url}
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # profile_drain's own (bench.settings: the trivial topic)
+    args = ["--url", ctx.url, "--events", str(events), "--batch", str(batch), "--handler", handler]
+    args += ["--round-trip-batches", str(s.profile_round_trip_batches), "--json", str(out)]
+    script = Path(__file__).with_name("profile_drain.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=300 + events / 10
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"profile_drain.py {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    db.reset(ctx.conn)
+    result = json.loads(out.read_text(encoding="utf-8"))
+    ctx.log(
+        f"  profile {handler} batch {batch}: {result['rate']:,.0f} events/s, "
+        f"{result['round_trips_per_batch']:.2f} round trips per batch"
     )
     return result

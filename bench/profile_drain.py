@@ -6,8 +6,9 @@ Creates its own database (``--database``, default ``bench_profile``) like
 ``bench/run.py`` (on ``DATABASE_URL``'s server or the embedded one), loads a backlog
 (the bench's crawl results, or events of the bench's trivial topic), then drains it
 with one in-process ``Drainer`` through a TCP proxy that counts round trips
-(bench/roundtrips.py), while every statement is timed: the drainer's own (its
-store) and the handler's (Django's ``execute_wrapper``). Prints the drain rate,
+(bench/roundtrips.py), while every statement is timed at psycopg's ``execute``:
+the drainer's own (its store) and the handler's (Django's cursors are psycopg's),
+the pipelined ones as a whole. Prints the drain rate,
 round trips per batch, then per statement: total ms, executions, ms each. The rest
 (Python, the driver, the network) is the difference between wall time and the
 statements' sum. ``--cprofile`` adds the top Python functions by cumulative time.
@@ -17,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,38 @@ def _label(sql: str) -> str:
 
 
 def load(url: str, handler: str, events: int) -> None:
+    """A fresh backlog of ``events`` (the database reset first: it may be bench/run.py's)."""
     with db.connect(url) as conn:
+        db.reset(conn)
         if handler == "trivial":
             conn.execute(db.queries.trivial_effect_create)
+            conn.execute(db.queries.trivial_effect_reset)
             conn.execute(db.queries.trivial_event_seed, {"n": events})
         else:
-            db.seed_products(conn)
+            row = conn.execute(db.queries.product_first_id).fetchone()
+            if not row or not row[1]:
+                db.seed_products(conn)
             db.seed_results(conn, events)
         db.analyze(conn)
+
+
+def summary(figures: dict[str, Any]) -> list[str]:
+    """The profile's lines: rate, round trips per batch, CPU, then per statement (bench/report.py prints them too)."""
+    f = figures
+    lines = [
+        f"drained {f['events']:,} events in {f['seconds']:.2f} s = {f['rate']:,.0f} events/s "
+        f"(batch {f['batch']}, {f['handler']})",
+        f"round trips per batch: {f['round_trips_per_batch']:.2f} ({f['round_trips']:,} over "
+        f"{f['round_trip_batches']:,} batches, first ones)",
+        f"drainer process CPU: {f['cpu_us_per_event'] * f['events'] / 1000:,.0f} ms "
+        f"({f['cpu_us_per_event']:,.1f} us per event)",
+        f"statements: {f['statements_ms']:,.0f} ms; outside them (Python, driver, BEGIN): {f['outside_ms']:,.0f} ms",
+    ]
+    for s in f["statements"]:
+        lines.append(
+            f"{s['total_ms']:10.1f} ms {s['count']:6d}x {s['total_ms'] / s['count']:8.3f} ms/each  {s['label']}"
+        )
+    return lines
 
 
 def count_round_trips(proxy: RoundTripProxy, config: Any, batches: int) -> tuple[int, int]:
@@ -92,12 +117,21 @@ def main(argv: list[str] | None = None) -> int:
         "--round-trip-batches", type=int, default=200, help="Batches counted through the proxy (default: %(default)s)."
     )
     parser.add_argument("--cprofile", action="store_true", help="Also print the top Python functions.")
+    parser.add_argument(
+        "--url", default=None, help="Drain in this migrated database (bench/run.py's) instead of creating one."
+    )
+    parser.add_argument("--json", type=Path, default=None, help="Also write the figures to this file (bench/run.py).")
     args = parser.parse_args(argv)
+    for name in ("events", "batch", "round_trip_batches"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     server = db.resolve_server()
-    url = db.recreate_database(server, args.database)
-    db.migrate(url)
-    load(url, args.handler, args.events)
+    if args.url:
+        url = args.url
+    else:
+        url = db.recreate_database(server, args.database)
+        db.migrate(url)
 
     # Timing runs direct; round trips are counted through the proxy (its threads
     # share this interpreter, so it would slow what it measures) on a short drain first.
@@ -114,13 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     from outbox.drainer.store import Store
 
     timings: dict[str, list[float]] = defaultdict(list)
-
-    def timed(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            timings[_label(sql)].append(time.perf_counter() - start)
 
     # Bench-only instrumentation: the store's statements go through its cursors'
     # execute(); the pipelined ones are timed as a whole by processing() and
@@ -161,44 +188,60 @@ def main(argv: list[str] | None = None) -> int:
     Store.ack_and_commit = ack_timed  # type: ignore[method-assign]
     topics = ["bench.trivial"] if args.handler == "trivial" else ["pricing.crawl_result.created"]
     config = DrainerConfig.from_settings(batch_size=args.batch, notify=False, topics=topics)
+    # Each pass has a backlog of its own: the counting pass would otherwise drain the
+    # timed one's (it did: "drained 0 events" whenever events <= 200 batches).
+    load(url, args.handler, min(args.events, (args.round_trip_batches + 1) * args.batch))
     round_trips, counted = count_round_trips(proxy, config, args.round_trip_batches)
+    load(url, args.handler, args.events)
     drainer = Drainer(config)
     profiler = cProfile.Profile() if args.cprofile else None
     done = batches = 0
-    with connection.execute_wrapper(timed):
-        drainer.run_once()  # prepares (joins, takes the buckets) and drains the first batch
-        timings.clear()
-        start = time.perf_counter()
-        cpu_start = time.process_time()
-        if profiler:
-            profiler.enable()
-        while True:
-            drainer.duties.run_due()  # as Drainer.run() does between cycles
-            result = drainer.run_once()
-            if not result.claimed:
-                break
-            done += result.done
-            batches += 1
-        if profiler:
-            profiler.disable()
-        wall = time.perf_counter() - start
-        cpu = time.process_time() - cpu_start
+    drainer.run_once()  # prepares (joins, takes the buckets) and drains the first batch
+    timings.clear()
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    if profiler:
+        profiler.enable()
+    while True:
+        drainer.duties.run_due()  # as Drainer.run() does between cycles
+        result = drainer.run_once()
+        if not result.claimed:
+            break
+        done += result.done
+        batches += 1
+    if profiler:
+        profiler.disable()
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     drainer.close()
     connection.close()
 
     in_statements = sum(sum(v) for v in timings.values())
     proxy.stop()
-    print(f"drained {done:,} events in {wall:.2f} s = {done / wall:,.0f} events/s (batch {args.batch}, {args.handler})")
-    print(f"round trips per batch: {round_trips / counted:.2f} ({round_trips:,} over {counted:,} batches, first ones)")
-    print(f"drainer process CPU: {cpu * 1000:,.0f} ms ({cpu / max(done, 1) * 1e6:,.1f} us per event)")
-    outside = (wall - in_statements) * 1000
-    print(f"statements: {in_statements * 1000:,.0f} ms; outside them (Python, driver, BEGIN): {outside:,.0f} ms")
-    for label, values in sorted(timings.items(), key=lambda kv: -sum(kv[1])):
-        total = sum(values) * 1000
-        print(f"{total:10.1f} ms {len(values):6d}x {total / len(values):8.3f} ms/each  {label}")
+    figures = {
+        "handler": args.handler,
+        "batch": args.batch,
+        "events": done,
+        "seconds": wall,
+        "rate": done / wall,
+        "round_trips": round_trips,
+        "round_trip_batches": counted,
+        "round_trips_per_batch": round_trips / counted,
+        "cpu_us_per_event": cpu / max(done, 1) * 1e6,
+        "statements_ms": in_statements * 1000,
+        "outside_ms": (wall - in_statements) * 1000,
+        "statements": [
+            {"label": label, "total_ms": sum(values) * 1000, "count": len(values)}
+            for label, values in sorted(timings.items(), key=lambda kv: -sum(kv[1]))
+        ],
+    }
+    for line in summary(figures):
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
-    if not args.keep:
+    if not args.keep and not args.url:
         db.drop_database(server, args.database)
     return 0
 

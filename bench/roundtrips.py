@@ -52,6 +52,10 @@ class RoundTripProxy(threading.Thread):
                 client, _ = self._server.accept()
             except TimeoutError:
                 continue
+            except OSError:
+                if self._stop.is_set():
+                    return  # stop() closed the socket under accept()
+                raise
             counts = Counts()
             self.connections.append(counts)
             threading.Thread(target=self._pump, args=(client, counts), daemon=True).start()

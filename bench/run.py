@@ -1,9 +1,11 @@
 """Benchmark suite of the outbox: ``python bench/run.py`` (full) or ``--quick`` (smoke).
 
-The full run reproduces docs/BENCHMARKS.md and docs/bench_throughput.png on this
-machine; ``--quick`` runs every case once at a small scale in well under a
-minute and writes its report to ``--out`` (a temporary folder by default), which
-is what the test suite does so the bench never rots.
+The full run writes its raw samples to bench/results.json and, from them alone,
+docs/BENCHMARKS.md and docs/bench_throughput.png; ``--quick`` runs every case once
+at a small scale and writes its report to ``--out`` (a temporary folder by default).
+``--update`` re-runs some cases and merges them into the earlier results (keeping
+the samples it replaces); ``--report-only`` redraws the page from the results
+without measuring. The test suite runs all three at small sizes so the bench never rots.
 
 It creates its own database (``--database``, default ``bench``) on the server of
 ``DATABASE_URL``, or on the embedded PostgreSQL when that is unset, dropping it
@@ -29,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cases, db, report  # noqa: E402
+from bench import cases, chart, db, figures, merge, report  # noqa: E402
 
-CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned")
+CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned", "profile")
 PACKAGES = ("Django", "psycopg", "django-pgtrigger", "redis", "matplotlib")
 
 
@@ -77,23 +79,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep-database", action="store_true", help="Do not drop the bench database at the end.")
     parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="The raw samples file (default: bench/results.json for a full run into docs/, "
+        "else results.json in --out).",
+    )
+    parser.add_argument(
         "--update",
         action="store_true",
-        help="Full run only: re-run just --cases and merge them into the last bench/results.json "
-        "(the page says which cases were re-run, and when).",
+        help="Re-run just --cases (and --drainers/--batch-sizes) and merge them into --results: "
+        "the earlier samples they replace are kept, and the page marks what the later run measured.",
     )
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="Measure nothing: rewrite docs/BENCHMARKS.md and its chart from bench/results.json and "
-        "bench/analysis.md (after editing the analysis).",
+        help="Measure nothing: rewrite docs/BENCHMARKS.md (or --out's) and its chart from --results "
+        "(default bench/results.json) and bench/analysis.md (after editing the analysis).",
     )
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.database in {"postgres", "template0", "template1"}:
         parser.error(f"--database must not be the server's {args.database!r} database")
+    if args.update and args.report_only:
+        parser.error("--update measures and --report-only does not: choose one")
+    if args.update and args.quick and args.out is None and args.results is None:
+        parser.error("--update with --quick needs --out or --results (a quick run writes to a temp folder)")
+    if args.update or args.report_only:
+        path = results_path(args, args.out or ROOT / "docs")
+        if not path.is_file():
+            parser.error(f"{'--update' if args.update else '--report-only'} needs earlier results: no file {path}")
     return args
+
+
+def results_path(args: argparse.Namespace, out_dir: Path) -> Path:
+    """Where the run's raw samples are read (--update, --report-only) and written."""
+    if args.results is not None:
+        return args.results
+    if args.report_only or (not args.quick and args.out is None):
+        return ROOT / "bench" / "results.json"
+    return out_dir / "results.json"
 
 
 def _cpu() -> str:
@@ -138,26 +164,49 @@ def redis_unavailable(url: str) -> str | None:
     return None
 
 
-def write_report(results: dict[str, Any], out_dir: Path, *, quick: bool) -> Path:
-    """docs/BENCHMARKS.md (or out_dir's) and its chart from ``results``; returns the page's path."""
+def write_report(results: dict[str, Any], out_dir: Path) -> Path:
+    """docs/BENCHMARKS.md (or out_dir's) and its chart from ``results``; returns the page's path.
+
+    The analysis (bench/analysis.md) is a template whose figures come from ``results``;
+    pages of other benchmarks (report.LINKED_PAGES) are linked once their script exists.
+    """
     chart_name = "bench_throughput.png"
-    rows = report.measured_results(results).get("throughput") or []
-    has_chart = bool(rows) and report.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
+    rows = measured_rows(results)
+    has_chart = bool(rows) and chart.chart(rows, out_dir / chart_name, "drain_outbox vs plain-SQL ceiling")
     analysis_path = Path(__file__).with_name("analysis.md")
-    analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() and not quick else ""
-    page = report.markdown(results, chart_name if has_chart else None, analysis)
+    analysis = analysis_path.read_text(encoding="utf-8") if analysis_path.exists() else ""
+    linked = [page for page in report.LINKED_PAGES if (ROOT / page[2]).is_file()]
+    try:
+        page = report.markdown(results, chart_name if has_chart else None, analysis, linked)
+    except figures.UnknownFigure as exc:
+        raise SystemExit(str(exc)) from None
     path = out_dir / "BENCHMARKS.md"
     path.write_text(page, encoding="utf-8")
     return path
 
 
+def measured_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = report.measured_results(results).get("throughput")
+    return rows if isinstance(rows, list) else []
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot read the bench results {path}: {exc}") from None
+    if not isinstance(results, dict) or "meta" not in results:
+        raise SystemExit(f"{path} is not a bench/run.py results file (no 'meta')")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report_only:
-        results = json.loads((ROOT / "bench" / "results.json").read_text(encoding="utf-8"))
         out_dir = args.out or ROOT / "docs"
+        source = results_path(args, out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        print(f"report: {write_report(results, out_dir, quick=False)} (from bench/results.json, nothing measured)")
+        print(f"report: {write_report(read_results(source), out_dir)} (from {source}, nothing measured)")
         return 0
     scale = cases.QUICK if args.quick else cases.FULL
     if args.repeats:
@@ -166,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     batch_sizes = args.batch_sizes or ([1, 500] if args.quick else list(report.BATCH_SIZES))
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench-")) if args.quick else ROOT / "docs")
     out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = results_path(args, out_dir)
+    previous = read_results(json_path) if args.update else None
     started = time.time()
 
     def log(message: str) -> None:
@@ -212,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue  # batch 1 shows the per-event cost; more processes add nothing to that
                 rows.append(cases.throughput_project(ctx, k, batch))
                 rows.append(cases.throughput_ceiling(ctx, k, batch))
+                if (k, batch) == cases.HEADLINE:
+                    # issue 10's trivial-handler target: the machinery alone, against the same loop in SQL
+                    rows.append(cases.throughput_trivial_project(ctx, k, batch))
+                    rows.append(cases.throughput_trivial_ceiling(ctx, k, batch))
 
     def headline_variants() -> None:
         log("headline drain with outbox_event vacuumed every second (autovacuum tuning)")
@@ -228,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"SKIPPED the Redis baseline: {why}")
             results["redis"] = {"skipped": why}
             return
-        log("old design: Redis list + ORM worker")
+        log("old design: Redis list + ORM worker, and the headline configuration over the same backlog")
+        results["redis_project"] = cases.throughput_project(ctx, *cases.HEADLINE, events=scale.redis_backlog)
         results["redis"] = [
             cases.redis_baseline(ctx, workers, per_item)
             for per_item in (False, True)
@@ -259,11 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"throughput with xmin pinned for {scale.pin_seconds:.0f}s")
         results["pinned"] = cases.pinned_xmin(ctx)
 
+    def profile_case() -> None:
+        log("where one drainer's time goes (bench/profile_drain.py)")
+        results["profile"] = [cases.profile(ctx, handler, batch) for handler, batch in cases.PROFILES]
+
     try:
         if "throughput" in args.cases:
             log("drain throughput (project vs plain-SQL ceiling)")
             attempt("throughput", throughput)
-            if tuple(cases.HEADLINE) in {(r["workers"], r["batch"]) for r in results.get("throughput", [])}:
+            if cases.HEADLINE in {(r["workers"], r["batch"]) for r in measured_rows(results)}:
                 attempt("vacuumed", headline_variants)
         for case, fn in (
             ("redis", redis_case),
@@ -272,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             ("scale", scale_case),
             ("memory", memory_case),
             ("pinned", pinned_case),
+            ("profile", profile_case),
         ):
             if case in args.cases:
                 attempt(case, fn)
@@ -284,12 +345,14 @@ def main(argv: list[str] | None = None) -> int:
             db.drop_database(server, args.database)
 
     load_end = cases.load_average()
-    previous: dict[str, Any] | None = None
-    if args.update:
-        previous = json.loads((ROOT / "bench" / "results.json").read_text(encoding="utf-8"))
-    command = "python bench/run.py" + (" --quick" if args.quick else "")
+    command = "python bench/run.py" + (" --quick" if args.quick else "") + (" --update" if args.update else "")
     if args.cases != list(CASES):
         command += " --cases " + ",".join(args.cases)
+    for flag, values in (("--drainers", args.drainers), ("--batch-sizes", args.batch_sizes)):
+        if values:
+            command += f" {flag} " + ",".join(map(str, values))
+    if args.repeats:
+        command += f" --repeats {args.repeats}"
     results["meta"] = {
         "command": command,
         "mode": "quick" if args.quick else "full",
@@ -315,26 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         "products": db.PRODUCTS,
         "latency_rate": scale.latency_rate,
         "latency_seconds": scale.latency_seconds,
-        "how_to_run": [
-            "pip install -r requirements.txt -r bench/requirements.txt",
-            "python bench/run.py            # full run: rewrites docs/BENCHMARKS.md and docs/bench_throughput.png",
-            "python bench/run.py --quick    # every case once at a small scale, report in a temp folder",
-            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python bench/run.py  # on that server",
-        ],
     }
     if previous is not None:
-        rerun = [case for case in results if case != "meta"]
-        stamp = f"{results['meta']['date']} (load {load_start} -> {load_end})"
-        merged = {**previous, **{case: results[case] for case in rerun}}
-        merged["meta"] = {
-            **previous["meta"],
-            "reruns": [*previous["meta"].get("reruns", []), f"{', '.join(rerun)} re-run on {stamp}"],
-        }
-        merged["meta"]["loads"] = {**previous["meta"].get("loads", {}), **ctx.loads}
-        results = merged
-    write_report(results, out_dir, quick=args.quick)
-    json_path = (ROOT / "bench" / "results.json") if not args.quick and args.out is None else out_dir / "results.json"
+        results = merge.merge(previous, results)
+    # The samples first: a report that fails (an analysis being edited) must not lose the run.
     json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    write_report(results, out_dir)
     _print_summary(results)
     log(f"report: {out_dir / 'BENCHMARKS.md'}; raw samples: {json_path}")
     if failures:
@@ -347,12 +396,11 @@ def _print_summary(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="issue 5 targets")
-    table.add_column("target")
-    table.add_column("measured")
-    table.add_column("met")
-    for target, measured, ok in report.targets(results):
-        table.add_row(target, measured, "n/a" if ok is None else ("yes" if ok else "NO"))
+    table = Table(title="targets of issues 10 and 5")
+    for column in ("issue", "target", "measured", "n", "met"):
+        table.add_column(column)
+    for t in report.targets(results):
+        table.add_row(str(t.issue), t.text, t.measured, t.n, "n/a" if t.met is None else ("yes" if t.met else "NO"))
     Console().print(table)
 
 
