@@ -128,7 +128,9 @@ def private_db(private_server: PrivateServer, private_url: str) -> str:
     """The private database, emptied, with its server up; its URL."""
     private_server.start()
     with psycopg.connect(private_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE outbox_event, outbox_task_result, pricing_pricehistory, pricing_crawlresult, pricing_product")
+        conn.execute(
+            "TRUNCATE outbox_event, outbox_task_result, pricing_pricehistory, pricing_crawlresult, pricing_product"
+        )
     return private_url
 
 
