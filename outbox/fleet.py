@@ -81,7 +81,10 @@ class DrainerProcess:
             return ""
 
     def tail(self, lines: int = 15) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
+        """The last lines of its output, and how it ended if it has."""
+        text = "\n".join(self.output().splitlines()[-lines:])
+        code = self.exit_code
+        return text if code is None else f"{text}\n[drainer {self.pid} exited with {code}]"
 
     def started(self) -> bool:
         return STARTED_MARKER in self.output()

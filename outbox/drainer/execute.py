@@ -3,7 +3,9 @@
 Fast path, no savepoint: lock what is still ours, run each topic's handler, ack
 and COMMIT in one round trip. When a handler raises, that transaction is rolled
 back and the batch runs again with each topic's events in savepoints, halved until
-the failing events are alone: only they are retried. See
+the failing events are alone: only they are retried. When the COMMIT itself fails
+(a deferred constraint a handler's writes broke), the batch is bisected the same
+way. While bisecting, deferred constraints are checked at the end of each run. See
 docs/guarantees.md#processing.
 """
 
@@ -16,7 +18,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from django.db import transaction
+import psycopg
+from django.db import DatabaseError, transaction
 
 from outbox.conf import OutboxSettings
 from outbox.drainer import ack
@@ -40,6 +43,16 @@ class _HandlerRaised(Exception):
     def __init__(self, topic: str, error: BaseException) -> None:
         super().__init__(topic)
         self.topic = topic
+        self.error = error
+
+
+class _CommitFailed(Exception):
+    """The acks or the COMMIT of a batch failed (a deferred constraint, most often):
+    nothing of it was written. The batch runs again, bisected, each run's deferred
+    constraints checked in its savepoint."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
         self.error = error
 
 
@@ -93,7 +106,20 @@ class Executor:
         try:
             return self._transaction(events, counted, self._run_fast)
         except _HandlerRaised as raised:
-            return self._transaction(events, counted, functools.partial(self._run_bisect, raised=raised))
+            bisect = functools.partial(self._run_bisect, raised=raised)
+        except _CommitFailed as failed:
+            logger.warning(
+                "drainer=%s batch of %d event(s) failed at COMMIT, bisecting: %s",
+                self.store.identity,
+                len(events),
+                failed.error,
+            )
+            bisect = functools.partial(self._run_bisect, raised=None)
+        try:
+            return self._transaction(events, counted, bisect)
+        except _CommitFailed as again:  # not a handler's doing (the acks?): each event's attempt fails with it
+            error = again.error
+        return self._transaction(events, counted, lambda evs: _Verdicts(errors={e.id: error for e in evs}))
 
     def fail_unrun(self, event: Event) -> DrainResult:
         """A suspect whose runs used up every attempt without finishing: failed, not run again."""
@@ -126,12 +152,17 @@ class Executor:
             by_id = {e.id: e for e in mine}
             failed = ack.failures(by_id, verdicts.errors, self.settings)
             ack.run_on_failed(self.registry, mine, failed, self.using)
-            counts = self.store.ack_and_commit(
-                done=verdicts.done,
-                counted=[i for i in verdicts.done if i in counted],
-                failures=failed,
-                release=sorted(unusable),
-            )
+            try:
+                counts = self.store.ack_and_commit(
+                    done=verdicts.done,
+                    counted=[i for i in verdicts.done if i in counted],
+                    failures=failed,
+                    release=sorted(unusable),
+                )
+            except (DatabaseError, psycopg.Error) as exc:
+                if is_connection_fault(exc, self.store.connection):
+                    raise
+                raise _CommitFailed(exc) from exc
         seconds = time.perf_counter() - started
         result.done, result.retried, result.failed = counts.done, counts.retried, counts.failed
         result.released = len(unusable)
@@ -213,10 +244,11 @@ class Executor:
             self._record(verdicts, registration, group, Counter(dict(outcomes)), errors)
         return verdicts
 
-    def _run_bisect(self, events: Sequence[Event], raised: _HandlerRaised) -> _Verdicts:
+    def _run_bisect(self, events: Sequence[Event], raised: _HandlerRaised | None) -> _Verdicts:
+        """After a handler raised (``raised``) or the COMMIT failed (None)."""
         verdicts = _Verdicts()
         for registration, group in self._groups(events):
-            if registration.topic == raised.topic:
+            if raised is not None and registration.topic == raised.topic:
                 outcomes, errors = self._split(registration, group, raised.error)
             else:
                 outcomes, errors = self._bisect(registration, group)
@@ -228,6 +260,7 @@ class Executor:
         try:
             with transaction.atomic(using=self.using):
                 outcomes, errors = self._call(registration, events)
+                self.store.check_constraints_now()  # a deferred violation fails this run, not the COMMIT
             return Counter(dict(outcomes)), errors
         except Exception as exc:
             if is_connection_fault(exc, self.store.connection):

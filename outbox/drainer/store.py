@@ -11,6 +11,7 @@ with the COMMIT, each sent as one pipeline (docs/guarantees.md#round-trips).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from psycopg.types.datetime import TimestamptzLoader
 
 from outbox.handlers import MAX_PAYLOAD_BYTES
 from outbox.sql import array_literal, queries
+
+logger = logging.getLogger("outbox.drainer")
 
 
 @dataclass(frozen=True)
@@ -252,35 +255,43 @@ class Store:
         """The acks of a processing transaction and its COMMIT (and a claim_with_next_commit()), in one round trip."""
         ack_done, ack_failures, release_cursor, commit = self._cur(0), self._cur(1), self._cur(2), self._cur(3)
         claim = self._cur(4)
-        with ack_done.connection.pipeline():
-            if done:
-                ack_done.execute(
-                    queries.event_ack_done,
-                    {"ids": array_literal(done), "counted": array_literal(counted), "me": self.identity},
-                    prepare=self.prepare,
-                )
-            if failures:
-                ack_failures.execute(
-                    queries.event_ack_failures,
-                    {
-                        "failed_ids": array_literal(f.id for f in failures),
-                        "attempts": [f.attempts for f in failures],
-                        "finals": [f.final for f in failures],
-                        "errors": [f.error for f in failures],
-                        "delays": [f.delay for f in failures],
-                        "me": self.identity,
-                    },
-                    prepare=self.prepare,
-                )
-            if release:
-                release_cursor.execute(
-                    queries.event_release,
-                    {"release_ids": array_literal(release), "release_suspects": "{}", "me": self.identity},
-                    prepare=self.prepare,
-                )
-            commit.execute(queries.transaction_commit)
-            if self._claim_next is not None:
-                claim.execute(queries.event_claim_batch, self._claim_next, prepare=self.prepare)
+        try:
+            with ack_done.connection.pipeline():
+                if done:
+                    ack_done.execute(
+                        queries.event_ack_done,
+                        {"ids": array_literal(done), "counted": array_literal(counted), "me": self.identity},
+                        prepare=self.prepare,
+                    )
+                if failures:
+                    ack_failures.execute(
+                        queries.event_ack_failures,
+                        {
+                            "failed_ids": array_literal(f.id for f in failures),
+                            "attempts": [f.attempts for f in failures],
+                            "finals": [f.final for f in failures],
+                            "errors": [f.error for f in failures],
+                            "delays": [f.delay for f in failures],
+                            "me": self.identity,
+                        },
+                        prepare=self.prepare,
+                    )
+                if release:
+                    release_cursor.execute(
+                        queries.event_release,
+                        {"release_ids": array_literal(release), "release_suspects": "{}", "me": self.identity},
+                        prepare=self.prepare,
+                    )
+                commit.execute(queries.transaction_commit)
+                if self._claim_next is not None:
+                    claim.execute(queries.event_claim_batch, self._claim_next, prepare=self.prepare)
+        except psycopg.Error as exc:
+            # Nothing after the failing statement ran (the claim queued after COMMIT neither).
+            self._claim_next = self._claimed_next = None
+            if commit.statusmessage != "COMMIT":
+                raise
+            # Committed: only the claim queued after it failed; the next cycle claims again.
+            logger.warning("drainer=%s claim sent with the COMMIT failed, claiming again: %s", self.identity, exc)
         if self._claim_next is not None:
             self._claimed_next, self._claim_next = [ClaimedRow(*row) for row in claim.fetchall()], None
         counts = {"done": ack_done.rowcount if done else 0, "retried": 0, "failed": 0}
@@ -289,6 +300,11 @@ class Store:
             counts["failed"] = sum(finals)
             counts["retried"] = len(finals) - counts["failed"]
         return AckCounts(**counts)
+
+    def check_constraints_now(self) -> None:
+        """Deferred constraints checked now, in the current savepoint (bisection only)."""
+        with self.connection.cursor() as cursor:
+            cursor.execute(queries.constraints_check_now)
 
     def release(self, ids: Sequence[int], suspects: Sequence[int]) -> None:
         """Give claimed events back unrun, in a transaction of their own."""

@@ -276,6 +276,12 @@ BEGIN;
 -- Sent in one pipeline with the acks: they are written and committed in one round trip.
 COMMIT;
 
+-- name: constraints_check_now
+-- While a batch is bisected: after each handler run, in its savepoint, deferred
+-- constraints (Django's foreign keys are DEFERRABLE INITIALLY DEFERRED) are checked
+-- now, so a violation fails the events that caused it, not the COMMIT of all.
+SET CONSTRAINTS ALL IMMEDIATE;
+
 -- name: transaction_rollback
 ROLLBACK;
 

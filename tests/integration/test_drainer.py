@@ -131,6 +131,47 @@ def test_one_failing_event_does_not_undo_the_others(handlers: HandlerRegistry, e
     assert statuses.pop("poison") == "pending" and set(statuses.values()) == {"done"}
 
 
+def test_a_deferred_constraint_broken_at_commit_fails_its_event_only(handlers: HandlerRegistry, effects: None) -> None:
+    """A write whose foreign key is checked only at COMMIT (Django's are DEFERRABLE INITIALLY
+    DEFERRED) fails the batch's COMMIT: the drainer bisects with the checks made per run,
+    and only the event that broke it fails; the drainer itself goes on."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS test_parent (id int PRIMARY KEY);"
+            "CREATE TABLE IF NOT EXISTS test_child (parent int REFERENCES test_parent DEFERRABLE INITIALLY DEFERRED)"
+        )
+    try:
+
+        def batch(events: Sequence[Event]) -> None:
+            for e in events:
+                write_effect(e.key)
+                with connection.cursor() as cursor:
+                    if e.key == "orphan":  # no such parent: legal until COMMIT
+                        cursor.execute("INSERT INTO test_child (parent) VALUES (-1)")
+
+        handlers.register("test.deferred", batch, batch=True)
+        keys = ["a", "b", "orphan", "c", "d"]
+        for key in keys:
+            make_event("test.deferred", key)
+        d = drainer(batch_size=100, max_attempts=2)
+        first = d.run_once()
+        make_available()
+        second = d.run_once()
+        d.close()
+        assert (first.claimed, first.done, first.retried) == (5, 4, 1)
+        assert (second.claimed, second.failed) == (1, 1)
+        assert effect_keys() == ["a", "b", "c", "d"], "each good event's writes once, the orphan's never"
+        orphan = OutboxEvent.objects.get(key="orphan")
+        assert (orphan.status, orphan.attempts) == ("failed", 2)
+        assert orphan.last_error.startswith("django.db.utils.IntegrityError") or "ForeignKeyViolation" in (
+            orphan.last_error
+        ), orphan.last_error
+        assert "test_child" in orphan.last_error
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS test_child, test_parent")
+
+
 def test_batch_result_fails_some_events_without_undoing_the_others(handlers: HandlerRegistry, effects: None) -> None:
     calls: list[int] = []
 
