@@ -66,9 +66,11 @@ ALT_VARIANTS = {
 }
 VARIANT_SQL = ("variant_stmt_each", "variant_stmt_gated", "variant_row_gated")
 
-PGBENCH_SCRIPT = """\\set p random(0, {last})
-INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence) VALUES ({first} + :p, 'html_ml', 19.99, 'EUR', 0.95);
-"""
+PGBENCH_SCRIPT = (
+    "\\set p random(0, {last})\n"
+    "INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence)"
+    " VALUES ({first} + :p, 'html_ml', 19.99, 'EUR', 0.95);\n"
+)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -160,7 +162,8 @@ def writers_case(
                     tps[name][c].append(rate)
                     notifies[name][c].append(sent / max(rate * seconds, 1))
                     log(
-                        f"  writers={c:>2} {name:<40} {rate:8,.0f} tps  notifications/commit {sent / (rate * seconds):.3f}"
+                        f"  writers={c:>2} {name:<40} {rate:8,.0f} tps"
+                        f"  notifications/commit {sent / (rate * seconds):.3f}"
                     )
     finally:
         listener.close()
@@ -204,7 +207,8 @@ def latency_case(
         "interval_s": interval,
     }
     log(
-        f"  latency writers={clients} rate={rate or 'full'}: {tps:,.0f} tps, p50 {p50:.1f} ms p99 {p99:.1f} max {worst:.1f}"
+        f"  latency writers={clients} rate={rate or 'full'}: {tps:,.0f} tps,"
+        f" p50 {p50:.1f} ms p99 {p99:.1f} max {worst:.1f}"
     )
     return result
 
@@ -405,7 +409,8 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "Single-row inserts, then the outbox's own `event_claim_batch` (batch 100) and `event_ack_done`, "
             "each in its own transaction. WAL = record bytes of this database's records (pg_walinspect; full-page "
-            "images excluded: a checkpoint before each run puts them wherever a page is first touched); the insert's share is the insert with the trigger "
+            "images excluded: a checkpoint before each run puts them wherever a page is first touched); "
+            "the insert's share is the insert with the trigger "
             "minus without it. Index entries = btree and hash leaf inserts into `outbox_event`'s indexes.",
             "",
             "| outbox_event | insert B | claim B | ack B | life B/event | index entries/event | HOT updates "
@@ -420,7 +425,8 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {key} | {s['insert']:.0f} | {s['claim']:.0f} | {s['ack']:.0f} | {s['life']:.0f} | "
                 f"{s['index_entries']:.2f} | {t['hot_updated']:,} of {t['updated']:,} | "
-                f"{life['table_bytes']['heap'] / wal['events']:.0f}, {life['table_bytes']['indexes'] / wal['events']:.0f} |"
+                f"{life['table_bytes']['heap'] / wal['events']:.0f}, "
+                f"{life['table_bytes']['indexes'] / wal['events']:.0f} |"
             )
         lines += ["", "Index entries by index, per event (first fill factor):", ""]
         first = next(k for k in wal["fillfactors"] if k != "no trigger")
