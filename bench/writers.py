@@ -330,7 +330,8 @@ def wal_case(url: str, conn: Any, migrated: str, events: int, fillfactors: list[
     first = conn.execute(q.product_first_id).fetchone()[0]
     me = "bench:writers"
     conn.execute(db.outbox.bucket_ensure_rows, {"topics": [TOPIC], "buckets": BUCKETS})
-    out: dict[str, Any] = {"events": events, "fillfactors": {}}
+    row = conn.execute(q.event_fillfactor_migrated).fetchone()
+    out: dict[str, Any] = {"events": events, "fillfactors": {}, "migrated_fillfactor": int(row[0]) if row else 100}
     for trigger_on in (False, True):
         for ff in fillfactors if trigger_on else fillfactors[:1]:
             key = f"fillfactor {ff}" if trigger_on else "no trigger"
@@ -473,6 +474,72 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+BEGIN_MARK = "<!-- writers: begin (written by bench/writers.py; edit there) -->"
+END_MARK = "<!-- writers: end -->"
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The Writers section of docs/BENCHMARKS.md: the targets of issue 15, and a link."""
+    lines = [
+        BEGIN_MARK,
+        "## Writers",
+        "",
+        f"By `python bench/writers.py` ({result['meta']['when']}, PostgreSQL {result['meta']['server']}); "
+        "method and every figure: [writers.md](writers.md).",
+        "",
+        "| target (issue 15) | measured | |",
+        "|---|---|---|",
+    ]
+    w = result.get("writers")
+    if w:
+        for c in w["clients"]:
+            base = _median(w["variants"]["no trigger"][str(c)]["tps"])
+            cost = base / _median(w["variants"]["migrated"][str(c)]["tps"])
+            before = base / _median(w["variants"]["issue-15 start: statement, NOTIFY each"][str(c)]["tps"])
+            limit = 1.3 if c == 1 else 1.5
+            met = "**met**" if cost <= limit else "**not met**"
+            lines.append(
+                f"| {c} writer(s), trigger + NOTIFY <= {limit}x no trigger | {cost:.2f}x (issue-15 start: "
+                f"{before:.2f}x) | {met} |"
+            )
+    for run in result.get("latency") or []:
+        if not run["rate"]:
+            bound = run["interval_s"] * 1000 + 15
+            met = "**met**" if run["max_ms"] <= bound else "**not met**"
+            lines.append(
+                f"| {run['clients']} writers at full speed: longest wait <= poll interval + 15 ms = {bound:.0f} ms "
+                f"| {run['max_ms']:.0f} ms (p99 {run['p99_ms']:.0f} ms) | {met} |"
+            )
+    wal = result.get("wal")
+    if wal and "fillfactor 100" in wal["fillfactors"]:
+        base = wal["fillfactors"]["no trigger"]
+        before = _outbox_wal(wal["fillfactors"]["fillfactor 100"], base, wal["events"])
+        now_key = f"fillfactor {wal.get('migrated_fillfactor', 40)}"
+        if now_key in wal["fillfactors"]:
+            now = _outbox_wal(wal["fillfactors"][now_key], base, wal["events"])
+            for label, k in (("WAL bytes", "life"), ("index entries", "index_entries")):
+                cut = 1 - now[k] / before[k]
+                met = "**met**" if cut >= 1 / 3 else "**not met**"
+                lines.append(
+                    f"| {label} per event's life reduced by >= 1/3 | {before[k]:,.1f} -> {now[k]:,.1f} "
+                    f"(fill factor 100 -> {now_key.split()[-1]}): -{cut:.0%} | {met} |"
+                )
+    lines += ["", END_MARK]
+    return "\n".join(lines)
+
+
+def update_benchmarks(path: Path, section: str) -> None:
+    """Replace the Writers section of ``path`` (between its marks), or append it."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN_MARK in text and END_MARK in text:
+        head, rest = text.split(BEGIN_MARK, 1)
+        tail = rest.split(END_MARK, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -505,9 +572,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cases", default="writers,latency,wal", help="Cases to run (default: %(default)r).")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "writers.json", help="Figures (JSON) file.")
     p.add_argument("--markdown", type=Path, default=ROOT / "docs" / "writers.md", help="Report fragment.")
+    p.add_argument(
+        "--benchmarks",
+        type=Path,
+        default=ROOT / "docs" / "BENCHMARKS.md",
+        help="The report whose Writers section (between its marks) is rewritten (default: docs/BENCHMARKS.md).",
+    )
     args = p.parse_args(argv)
     if args.quick:
-        args.clients, args.seconds, args.reps, args.wal_events, args.fillfactors = [1, 2], 1, 1, 200, [100]
+        args.clients, args.seconds, args.reps, args.wal_events, args.fillfactors = [1, 2], 1, 1, 200, [100, 40]
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(args.cases) - {"writers", "latency", "wal"}
     if unknown:
@@ -562,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(markdown(result))
-    log(f"wrote {args.json} and {args.markdown}")
+    update_benchmarks(args.benchmarks, summary(result))
+    log(f"wrote {args.json}, {args.markdown} and the Writers section of {args.benchmarks}")
     return 0
 
 

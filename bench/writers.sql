@@ -47,6 +47,11 @@ WHERE c.relname LIKE 'outbox_event%%' OR c.relname LIKE 'pricing_crawlresult%%' 
 -- name: database_oid
 SELECT oid FROM pg_database WHERE datname = current_database();
 
+-- name: event_fillfactor_migrated
+-- The fill factor the migrations gave outbox_event (the WAL case compares it with 100).
+SELECT coalesce((SELECT split_part(o, '=', 2) FROM unnest(c.reloptions) AS o WHERE o LIKE 'fillfactor=%%'), '100')
+FROM pg_class AS c WHERE c.relname = 'outbox_event';
+
 -- name: event_table_bytes
 -- The heap and the indexes of outbox_event after the case (what the fill factor costs in space).
 SELECT pg_relation_size('outbox_event'), pg_indexes_size('outbox_event');
