@@ -80,7 +80,8 @@ TRUNCATE bench_committed;
 SELECT count(*),
        percentile_cont(0.5) WITHIN GROUP (ORDER BY w),
        percentile_cont(0.99) WITHIN GROUP (ORDER BY w),
-       max(w)
+       max(w),
+       count(*) FILTER (WHERE w > %(bound)s)
 FROM (SELECT extract(epoch FROM e.processed_at - c.at) * 1000 AS w
       FROM outbox_event AS e JOIN bench_committed AS c ON c.key = e.key
       WHERE e.status = 'done') AS s;
