@@ -203,12 +203,13 @@ def latency_case(
 
     conn.execute(q.tables_reset)
     conn.execute(q.committed_reset)
-    enable_variant(conn, migrated, {**BASE_VARIANTS, **ALT_VARIANTS}[variant][0])
+    trigger, pgoptions = {**BASE_VARIANTS, **ALT_VARIANTS}[variant]
+    enable_variant(conn, migrated, trigger)
     with DrainerPool(
         url, 2, batch_size=500, interval=interval, log_dir=tmp, settings_module="project.settings"
     ) as pool:
         pool.wait_ready()
-        tps = pgbench(url, script, clients, seconds, "", rate)
+        tps = pgbench(url, script, clients, seconds, pgoptions, rate)
         deadline = time.monotonic() + 120
         while conn.execute(q.event_count_not_done).fetchone()[0]:
             if time.monotonic() > deadline:
@@ -483,7 +484,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     lines += [
         "Re-run: `python bench/writers.py --database bench_writers` (options: `--help`); "
-        "figures in bench/writers.json.",
+        "figures in bench/writers.json. The same on the embedded PostgreSQL 18: "
+        "`env -u DATABASE_URL python bench/writers.py --json bench/writers-pg18.json "
+        "--markdown docs/writers-pg18.md --benchmarks -` ([writers-pg18.md](writers-pg18.md)).",
         "",
     ]
     return "\n".join(lines)
@@ -592,7 +595,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--benchmarks",
         type=Path,
         default=ROOT / "docs" / "BENCHMARKS.md",
-        help="The report whose Writers section (between its marks) is rewritten (default: docs/BENCHMARKS.md).",
+        help="The report whose Writers section (between its marks) is rewritten, - for none "
+        "(default: docs/BENCHMARKS.md).",
     )
     args = p.parse_args(argv)
     if args.quick:
@@ -654,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                     Path(tmp),
                 )
                 for rate in (0, 200)
-                for variant in ("migrated", "issue-15 start: statement, NOTIFY each")
+                for variant in ("migrated", "migrated, notify off", "issue-15 start: statement, NOTIFY each")
             ]
         if "wal" in args.cases:
             log("wal: an event's life")
@@ -664,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(markdown(result))
-    update_benchmarks(args.benchmarks, summary(result))
+    if str(args.benchmarks) != "-":
+        update_benchmarks(args.benchmarks, summary(result))
     log(f"wrote {args.json}, {args.markdown} and the Writers section of {args.benchmarks}")
     return 0
 
