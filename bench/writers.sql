@@ -82,7 +82,7 @@ SELECT count(*),
        percentile_cont(0.99) WITHIN GROUP (ORDER BY w),
        max(w),
        count(*) FILTER (WHERE w > %(bound)s)
-FROM (SELECT extract(epoch FROM e.processed_at - c.at) * 1000 AS w
+FROM (SELECT extract(epoch FROM e.processed_at - c.at)::float8 * 1000 AS w
       FROM outbox_event AS e JOIN bench_committed AS c ON c.key = e.key
       WHERE e.status = 'done') AS s;
 
