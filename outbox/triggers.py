@@ -4,12 +4,14 @@
 model's ``Meta.triggers``; ``makemigrations`` then writes it into a migration, so
 the trigger is schema like any table. It is an AFTER INSERT, statement-level
 trigger with a transition table: one ``INSERT ... SELECT`` writes the events of a
-whole statement (a ``bulk_create`` of 10,000 rows runs it once), and one
-``pg_notify`` per statement wakes idle drainers at commit.
+whole statement (a ``bulk_create`` of 10,000 rows runs it once), and a
+``pg_notify`` wakes idle drainers at commit.
 
 NOTIFY takes a server-wide lock at commit (it serialises committing transactions
-that notified), so it is sent once per statement and can be switched off: the
-trigger skips it when the ``outbox.notify`` setting is ``off``, e.g.
+that notified), so it is sent at most once per statement, only by the transaction
+that wins the notify gate (``notify_gate_sql()``: at most one notifying transaction
+in flight per 100 ms window; docs/guarantees.md#wake-ups), and can be switched off:
+the trigger skips it when the ``outbox.notify`` setting is ``off``, e.g.
 ``ALTER DATABASE mydb SET outbox.notify = off``. Drainers then find events by polling.
 
 The trigger is a ``pgtrigger.Trigger`` whose function has no call to pgtrigger's
@@ -37,6 +39,13 @@ from outbox.conf import BUCKETS
 NOTIFY_CHANNEL = "outbox"
 #: The GUC that switches the trigger's NOTIFY off (unset or anything else: on).
 NOTIFY_GUC = "outbox.notify"
+#: The advisory lock class of the NOTIFY gate ("outb" in ASCII), taken with the
+#: two-key form, whose keys never meet the one-key form's (pg_advisory_xact_lock(bigint)).
+NOTIFY_LOCK_CLASS = 1869968482
+#: The gate's second key changes every NOTIFY_WINDOW_MS: a transaction that stays open
+#: after its insert holds back other writers' notifications for the rest of its window
+#: only (docs/guarantees.md#wake-ups).
+NOTIFY_WINDOW_MS = 100
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -121,6 +130,22 @@ def bucket_sql(column: str) -> str:
     return f"(hashtextextended(({column})::text, 0) & {BUCKETS - 1})::smallint"
 
 
+def notify_gate_sql() -> str:
+    """The SQL condition under which a trigger sends its NOTIFY: it wins the gate.
+
+    ``pg_try_advisory_xact_lock`` on the key of the current window: the first
+    transaction of a window to insert wins and holds it until it ends; the others
+    skip their NOTIFY, since the winner's is on its way and a drainer it wakes claims
+    until a claim comes back empty. So at most one notifying transaction per window
+    is in flight, instead of every writer queueing at COMMIT on NOTIFY's
+    server-wide lock. The rare event that slips between (its writer commits after
+    the last claim that woken drainers made) waits for the next notification or the
+    poll interval: docs/guarantees.md#wake-ups.
+    """
+    window = f"(floor(date_part('epoch', clock_timestamp()) * {1000 // NOTIFY_WINDOW_MS})::bigint % 2147483647)::int"
+    return f"pg_try_advisory_xact_lock({NOTIFY_LOCK_CLASS}, {window})"
+
+
 def outbox_trigger(
     *,
     topic: str,
@@ -166,7 +191,8 @@ def outbox_trigger(
         FROM outbox_new_rows AS n"""  # noqa: S608
     body = f"""{insert};
         GET DIAGNOSTICS inserted = ROW_COUNT;
-        IF inserted > 0 AND coalesce(current_setting('{NOTIFY_GUC}', true), 'on') <> 'off' THEN
+        IF inserted > 0 AND coalesce(current_setting('{NOTIFY_GUC}', true), 'on') <> 'off'
+           AND {notify_gate_sql()} THEN
             PERFORM pg_notify('{NOTIFY_CHANNEL}', '{topic}');
         END IF;
         RETURN NULL;

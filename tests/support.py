@@ -48,6 +48,21 @@ def current_database_url() -> str:
     return f"postgres://{auth}{quote(str(host), safe='')}:{port}/{s['NAME']}"
 
 
+def hold_notify_gate(conn: Any, *, seconds: float) -> None:
+    """Take, for the session of ``conn``, the notify gate's keys of the next ``seconds``
+    (outbox.triggers.notify_gate_sql): a foreign session that holds them silences the
+    trigger's NOTIFY until it releases them or ends."""
+    from outbox.triggers import NOTIFY_LOCK_CLASS, NOTIFY_WINDOW_MS
+
+    per_second = 1000 // NOTIFY_WINDOW_MS
+    conn.execute(
+        "SELECT pg_advisory_lock(%(cls)s, (w %% 2147483647)::int) "
+        "FROM generate_series(floor(date_part('epoch', clock_timestamp()) * %(per)s)::bigint, "
+        "floor(date_part('epoch', clock_timestamp()) * %(per)s)::bigint + %(n)s) AS w",
+        {"cls": NOTIFY_LOCK_CLASS, "per": per_second, "n": int(seconds * per_second)},
+    )
+
+
 def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``manage.py`` in a real subprocess with ``env``; its output captured as text."""
     return subprocess.run(

@@ -25,6 +25,11 @@ RECONNECT_BACKOFF_CAP = 30.0
 #: real event's NOTIFY (each one is) still claims at once.
 EMPTY_CLAIMS_PER_SECOND = 200.0
 EMPTY_CLAIM_BURST = 20.0
+#: When a claim comes back empty after one that found events, one more claim this
+#: long after (or at the next NOTIFY) before the drainer sleeps: it takes the events
+#: of writers that skipped their NOTIFY behind the notify gate and committed just
+#: after that empty claim, instead of leaving them to the poll (docs/guarantees.md#wake-ups).
+BURST_END_RECLAIM = 0.02
 #: Cap of the queue-depth count in the per-batch log line, and how often it is
 #: recounted (seconds); in between, the line shows the last count less what this
 #: drainer finished since.

@@ -18,7 +18,13 @@ from django.db import DatabaseError
 
 from outbox.drainer import maintenance
 from outbox.drainer.buckets import Buckets
-from outbox.drainer.config import ONCE_GIVE_UP_AFTER, REBALANCE_INTERVAL, DrainerConfig, make_identity
+from outbox.drainer.config import (
+    BURST_END_RECLAIM,
+    ONCE_GIVE_UP_AFTER,
+    REBALANCE_INTERVAL,
+    DrainerConfig,
+    make_identity,
+)
 from outbox.drainer.execute import Executor
 from outbox.drainer.report import DrainResult, log_started, log_stopped
 from outbox.drainer.session import Outage, Session
@@ -81,6 +87,7 @@ class Drainer:
         """Drain until ``request_stop()``; sleep on LISTEN (or poll) when idle."""
         total = DrainResult()
         outage = Outage()
+        busy = False  # the last claim found events
         while not self._stopping:
             try:
                 self._prepare(outage)
@@ -88,7 +95,12 @@ class Drainer:
                 result = self.run_once()
                 total += result
                 if not result.claimed and not self._stopping:
+                    if busy:  # a burst just ended: one more claim shortly (BURST_END_RECLAIM)
+                        busy = False
+                        self.wakeup.wait(BURST_END_RECLAIM)
+                        continue
                     self._idle()
+                busy = bool(result.claimed)
             except (DatabaseError, psycopg.Error) as exc:
                 self.session.fault(exc, outage, self.config.give_up_after)
         self._leave(total)

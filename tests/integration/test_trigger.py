@@ -89,6 +89,23 @@ def test_one_notify_per_statement_not_per_row() -> None:
     assert OutboxEvent.objects.count() == 500
 
 
+def test_a_writer_skips_its_notify_while_the_gate_is_held_and_sends_it_once_free() -> None:
+    """The notify gate: a writer that finds another transaction holding it sends no NOTIFY."""
+    from tests.support import hold_notify_gate
+
+    product = make_product()
+    insert = (
+        "INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence) "
+        "VALUES (%s, 'html_ml', 1, 'EUR', 0.9)"
+    )
+    url = current_database_url().replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as holder:
+        hold_notify_gate(holder, seconds=60)
+        assert _notifications(insert, [product.id]) == [], "a writer notified while the gate was held"
+    assert _notifications(insert, [product.id]) == [CRAWL_RESULT_CREATED]
+    assert OutboxEvent.objects.count() == 2, "a skipped NOTIFY lost its event"
+
+
 def test_notify_can_be_switched_off_and_the_event_is_still_written() -> None:
     product = make_product()
     got = _notifications(
@@ -149,6 +166,8 @@ def test_write_path_tuning_is_in_the_schema() -> None:
         history_indexes = [row[0] for row in cursor.fetchall()]
     assert "fillfactor=60" in options["pricing_crawlresult"]
     assert {"autovacuum_vacuum_scale_factor=0.0", "autovacuum_vacuum_threshold=10000"} <= options["outbox_event"]
+    # Room on each page for the claim's new version: the claim is a HOT update (0008).
+    assert "fillfactor=40" in options["outbox_event"]
     # An index on a column the drainer updates would make that update non-HOT.
     assert history_indexes == []
 
@@ -175,3 +194,34 @@ def test_recording_a_batch_updates_its_results_without_index_writes() -> None:
         updated, hot = cursor.fetchone()
     assert outcomes.outcomes["recorded"] == 10 and not outcomes.failed
     assert (updated, hot) == (10, 10), f"{hot} of {updated} updates were HOT"
+
+
+def test_the_claim_updates_events_without_index_writes() -> None:
+    """HOT claims: the claim changes no indexed column and the pages have room (0008)."""
+    from outbox.conf import BUCKETS
+    from outbox.drainer.store import claim_params
+    from outbox.models import OutboxBucket
+    from outbox.sql import queries
+
+    me = "test:hot-claim"
+    product = make_product()
+    CrawlResult.objects.bulk_create(
+        [
+            CrawlResult(product=product, source="html_ml", price=Decimal(10 + i), currency="EUR", confidence=0.9)
+            for i in range(50)
+        ]
+    )
+    OutboxBucket.objects.bulk_create(
+        [OutboxBucket(topic=CRAWL_RESULT_CREATED, bucket=b, owner=me) for b in range(BUCKETS)]
+    )
+    params = claim_params(me, ordered={CRAWL_RESULT_CREATED: "ff" * (BUCKETS // 8)}, unordered=(), batch=100, lease=60)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(queries.event_claim_batch, params)
+        claimed = len(cursor.fetchall())
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_updated('outbox_event'::regclass), "
+            "pg_stat_get_xact_tuples_hot_updated('outbox_event'::regclass)"
+        )
+        updated, hot = cursor.fetchone()
+    assert claimed == 50
+    assert (updated, hot) == (50, 50), f"{hot} of {updated} claim updates were HOT"
