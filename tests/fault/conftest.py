@@ -11,6 +11,7 @@ from django.db import connection
 
 from outbox.models import OutboxEvent
 from tests.poison.apps import TRACE_ENV
+from tests.support import PrivateServer
 
 
 @pytest.fixture
@@ -31,6 +32,34 @@ def poison_effect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS poison_effect")
+
+
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[PrivateServer]:
+    """A throwaway embedded PostgreSQL for one test module: the tests that restart their server."""
+    server = PrivateServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def private_url(private_server: PrivateServer) -> str:
+    """A migrated database on the private server, for this module's tests."""
+    return private_server.create_database("faults_private")
+
+
+@pytest.fixture
+def private_db(private_server: PrivateServer, private_url: str) -> str:
+    """The private database, emptied, with its server up; its URL."""
+    private_server.start()
+    with psycopg.connect(private_url, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE outbox_event, outbox_bucket, outbox_drainer, pricing_pricehistory, pricing_crawlresult, "
+            "pricing_product"
+        )
+    return private_url
 
 
 def sleeping_backend(identity: str) -> bool:
