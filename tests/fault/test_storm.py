@@ -44,18 +44,17 @@ pytestmark = [pytest.mark.process, pytest.mark.fault]
 
 PRODUCTS = 200
 CHUNK = 250  # results per insert statement
-CHUNKS = 16  # 4,000 results
+CHUNKS = 16  # 4,000 results, and a few more while the fifth drainer is caught mid-batch
 KILL_EVERY = (0.2, 0.4)
 LEASE = 4.0
 ARGS = ["--lease", str(LEASE), "--interval", "0.5"]
 
 
-def lease_holder_pids(url: str) -> set[int]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT locked_by FROM outbox_event WHERE status = 'pending' AND locked_until > now()"
-        ).fetchall()
-    return {pid for (owner,) in rows if (pid := identity_pid(owner)) is not None}
+def holds_a_batch(conn: psycopg.Connection, pid: int) -> bool:
+    rows = conn.execute(
+        "SELECT DISTINCT locked_by FROM outbox_event WHERE status = 'pending' AND locked_until > now()"
+    ).fetchall()
+    return pid in {identity_pid(owner) for (owner,) in rows}
 
 
 def test_sigkill_storm_with_default_attempts_fails_no_event(private_server: PrivateServer, private_db: str) -> None:
@@ -87,11 +86,20 @@ def test_sigkill_storm_with_default_attempts_fails_no_event(private_server: Priv
         wait_until(staller.started, timeout=60, message="the fifth drainer started")
         killer = storm(seed=10)
         insert_paced(killer, 4)
-        # Stop the fifth drainer while it holds a batch, for longer than its lease.
-        wait_until(
-            lambda: staller.pid in lease_holder_pids(url), timeout=30, message="the fifth drainer holding a batch"
-        )
-        staller.send(signal.SIGSTOP)
+        # Stop the fifth drainer while it holds a batch (its batches last milliseconds:
+        # watch closely, with results arriving), for longer than its lease.
+        with psycopg.connect(url, autocommit=True) as watch:
+            for _ in range(20):
+                insert_unique_results(url, products, CHUNK, first=100_000 + inserted)
+                inserted += CHUNK
+                deadline = time.monotonic() + 2
+                while time.monotonic() < deadline and not holds_a_batch(watch, staller.pid):
+                    time.sleep(0.002)
+                if holds_a_batch(watch, staller.pid):
+                    staller.send(signal.SIGSTOP)
+                    break
+            else:
+                raise AssertionError("the fifth drainer was never seen holding a batch")
         stopped_at = time.monotonic()
         insert_paced(killer, 4)
         wait_until(lambda: time.monotonic() - stopped_at > LEASE + 2, timeout=30, message="the stall past the lease")
@@ -124,7 +132,7 @@ def test_sigkill_storm_with_default_attempts_fails_no_event(private_server: Priv
     with psycopg.connect(url, autocommit=True) as conn:
         worst = conn.execute(
             "SELECT id, status, attempts, bucket, left(last_error, 300) FROM outbox_event "
-            "WHERE status = 'failed' OR attempts > 1 ORDER BY status, attempts DESC, id LIMIT 10"
+            "WHERE status = 'failed' OR attempts > 1 ORDER BY status = 'failed' DESC, attempts DESC, id LIMIT 10"
         ).fetchall()
         by_attempts = dict(conn.execute("SELECT attempts, count(*) FROM outbox_event GROUP BY 1").fetchall())
     print(f"events by attempts: {by_attempts}; the most charged (id, status, attempts, bucket, error): {worst}")
