@@ -178,12 +178,7 @@ class Supervisor(threading.Thread):
         rows = conn.execute(
             "SELECT DISTINCT locked_by FROM outbox_event WHERE status = 'pending' AND locked_until > now()"
         ).fetchall()
-        pids = set()
-        for (identity,) in rows:
-            parts = str(identity).split(":")
-            if len(parts) >= 4 and parts[2].isdigit():
-                pids.add(int(parts[2]))
-        return pids
+        return {pid for (identity,) in rows if (pid := identity_pid(identity)) is not None}
 
     def _next_kill(self) -> float | None:
         if self.kill_every is None:
@@ -195,6 +190,12 @@ class Supervisor(threading.Thread):
         self.join(30)
         if self.error is not None:
             raise AssertionError(f"the drainer supervisor failed: {self.error!r}") from self.error
+
+
+def identity_pid(identity: str | None) -> int | None:
+    """The pid in a drainer identity ``outbox:<host>:<pid>:<random>`` (None: not one)."""
+    parts = str(identity or "").split(":")
+    return int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
 
 
 def drainer_backends(prefix: str = "outbox:") -> dict[str, list[int]]:

@@ -32,8 +32,9 @@ ON CONFLICT DO NOTHING;
 -- ordered topic keep up to its fair share ceil(buckets / live drainers of the topic),
 -- give back the rest, and take free buckets (no owner, or an owner that is gone) up
 -- to the share. SKIP LOCKED: a bucket whose events a drainer is processing right now
--- is locked FOR SHARE by it, so it changes hands only once that transaction ends.
--- Returns the buckets this drainer owns afterwards.
+-- is locked FOR SHARE by it, so it changes hands only once that transaction ends; a
+-- bucket row another session holds locked is neither taken nor given back now (the
+-- statement never waits on a foreign lock). Returns the buckets owned afterwards.
 WITH member AS (
     INSERT INTO outbox_drainer AS d (name, topics, host, pid, direct)
     VALUES (%(me)s, %(handled)s::text[], %(host)s, %(pid)s, %(direct)s)
@@ -81,7 +82,12 @@ take AS (
     WHERE f.n <= r.room
 ),
 give AS (
-    SELECT m.topic, m.bucket FROM mine AS m JOIN share AS s ON s.topic = m.topic WHERE m.n > s.share
+    SELECT b.topic, b.bucket
+    FROM outbox_bucket AS b
+    WHERE (b.topic, b.bucket) IN (
+        SELECT m.topic, m.bucket FROM mine AS m JOIN share AS s ON s.topic = m.topic WHERE m.n > s.share)
+      AND b.owner = %(me)s
+    FOR UPDATE SKIP LOCKED
 ),
 changed AS (
     UPDATE outbox_bucket AS b
@@ -100,9 +106,11 @@ ORDER BY 1, 2;
 
 -- name: drainer_leave
 -- Graceful stop: free this drainer's buckets for the others at once and forget it
--- (a data-modifying CTE always runs to completion, read or not).
+-- (a data-modifying CTE always runs to completion, read or not). A bucket row another
+-- session holds locked is skipped: its owner is gone, so the next rebalance frees it.
 WITH freed AS (
-    UPDATE outbox_bucket SET owner = NULL, owned_since = NULL WHERE owner = %(me)s
+    UPDATE outbox_bucket SET owner = NULL, owned_since = NULL
+    WHERE (topic, bucket) IN (SELECT topic, bucket FROM outbox_bucket WHERE owner = %(me)s FOR UPDATE SKIP LOCKED)
 )
 DELETE FROM outbox_drainer WHERE name = %(me)s;
 
@@ -112,10 +120,12 @@ DELETE FROM outbox_drainer WHERE name = %(me)s;
 -- Claim up to %(batch)s events in id order, in a transaction of its own, per topic
 -- this drainer handles: one short range of the claim index each, however long a
 -- backlog of other topics is (ORDER BY id, bucket: only that index gives it).
--- Ordered topics: events of the buckets this drainer owns, no SKIP LOCKED (an owner
--- never steps over an earlier event of its bucket), any one another drainer left
--- claimed taken too, as a suspect; then their bucket rows are locked FOR SHARE and
--- must still be ours, so a bucket cannot change hands before this commits.
+-- Ordered topics: events of the buckets this drainer owns, any one another drainer
+-- left claimed taken too, as a suspect; read first, then locked SKIP LOCKED: a bucket
+-- is claimed only up to its first event another session holds locked (an owner never
+-- steps over an earlier event of its bucket, and never waits on a foreign lock); then
+-- their bucket rows are locked FOR SHARE SKIP LOCKED and must still be ours, so a
+-- bucket cannot change hands before this commits (docs/guarantees.md#foreign-locks).
 -- Unordered topics: SKIP LOCKED; an event whose lease ran out is a suspect.
 -- Nothing is counted here: the ack counts, or the run of a suspect alone
 -- (docs/guarantees.md#the-claim). get_bit(...) <> 0: the planner guesses that true
@@ -136,15 +146,27 @@ candidates AS (
           AND (e.locked_by IS NOT NULL OR (e.available_at <= now()) IS TRUE)
         ORDER BY e.id, e.bucket
         LIMIT %(batch)s
-        FOR UPDATE OF e
     ) AS c
+),
+locked AS (
+    SELECT e.id
+    FROM outbox_event AS e
+    WHERE e.id IN (SELECT id FROM candidates)
+      AND e.status = 'pending'
+    FOR UPDATE SKIP LOCKED
+),
+busy AS (
+    SELECT c.topic, c.bucket, min(c.id) AS first_id
+    FROM candidates AS c
+    WHERE c.id NOT IN (SELECT id FROM locked)
+    GROUP BY c.topic, c.bucket
 ),
 held AS (
     SELECT b.topic, b.bucket
     FROM outbox_bucket AS b
     WHERE (b.topic, b.bucket) IN (SELECT topic, bucket FROM candidates)
       AND b.owner = %(me)s
-    FOR SHARE
+    FOR SHARE SKIP LOCKED
 ),
 unordered AS (
     SELECT c.id, c.suspect
@@ -161,7 +183,12 @@ unordered AS (
     ) AS c
 ),
 chosen AS (
-    SELECT id, suspect FROM candidates WHERE (topic, bucket) IN (SELECT topic, bucket FROM held)
+    SELECT c.id, c.suspect
+    FROM candidates AS c
+    LEFT JOIN busy AS b ON b.topic = c.topic AND b.bucket = c.bucket
+    WHERE (c.topic, c.bucket) IN (SELECT topic, bucket FROM held)
+      AND c.id IN (SELECT id FROM locked)
+      AND (b.first_id IS NULL OR c.id < b.first_id)
     UNION ALL
     SELECT id, suspect FROM unordered
     ORDER BY id
@@ -201,8 +228,9 @@ RETURNING attempts;
 -- row-locked until commit, each with whether we may run it: its bucket (ordered
 -- topics) is locked FOR SHARE and still ours, so it cannot change hands before we
 -- commit; one that changed hands since the claim is given back to its new owner.
--- No SKIP LOCKED: a claim still committing holds its rows for an instant; wait for
--- it (lock_timeout bounds the wait) rather than drop an event that is ours.
+-- No SKIP LOCKED on events: a claim still committing holds its rows for an instant;
+-- wait for it (lock_timeout bounds the wait) rather than drop an event that is ours.
+-- A bucket row another session holds locked is skipped: its events are given back.
 WITH mine AS (
     SELECT e.id, e.topic, coalesce(e.bucket, 0) AS bucket
     FROM outbox_event AS e
@@ -218,7 +246,7 @@ held AS (
     WHERE (b.topic, b.bucket) IN (SELECT topic, bucket FROM mine WHERE topic = ANY(%(ordered)s::text[]))
       AND b.owner = %(me)s
     ORDER BY b.topic, b.bucket
-    FOR SHARE
+    FOR SHARE SKIP LOCKED
 )
 SELECT m.id,
        NOT (m.topic = ANY(%(ordered)s::text[])) OR (m.topic, m.bucket) IN (SELECT topic, bucket FROM held)

@@ -14,7 +14,7 @@ from django.db import connection
 
 from outbox.models import OutboxEvent
 from tests.poison.apps import TRACE_ENV
-from tests.support import Supervisor, current_database_url
+from tests.support import PrivateServer, Supervisor, current_database_url
 
 
 @pytest.fixture
@@ -47,6 +47,34 @@ def held_lock() -> Iterator[tuple[psycopg.Connection, int]]:
         yield conn, key
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[PrivateServer]:
+    """A throwaway embedded PostgreSQL for one test module: the tests that restart their server."""
+    server = PrivateServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def private_url(private_server: PrivateServer) -> str:
+    """A migrated database on the private server, for this module's tests."""
+    return private_server.create_database("faults_private")
+
+
+@pytest.fixture
+def private_db(private_server: PrivateServer, private_url: str) -> str:
+    """The private database, emptied, with its server up; its URL."""
+    private_server.start()
+    with psycopg.connect(private_url, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE outbox_event, outbox_task_result, outbox_bucket, outbox_drainer, pricing_pricehistory, "
+            "pricing_crawlresult, pricing_product"
+        )
+    return private_url
 
 
 def sleeping_backend(identity: str) -> bool:
@@ -156,3 +184,105 @@ def assert_prompt_recovery(supervisor: Supervisor, recovered: dict[int, float], 
     assert not missing, f"drainers {missing} went down and what they held never became claimable again"
     slow = {pid: round(recovered[pid], 2) for pid in downs if recovered[pid] > bound}
     assert not slow, f"events of dead drainers claimable again only after (pid: s) {slow}, bound {bound} s"
+
+
+# ------------------------------------------------ results with unique prices, by plain SQL
+
+
+def insert_unique_results(url: str, product_ids: list[int], count: int, *, first: int) -> None:
+    """``count`` results over ``product_ids`` in one statement (one crawled_at), by plain SQL.
+
+    Prices ``first + g`` cents: unique over a test whose calls use disjoint ranges, so
+    no eligible result is an unchanged price and each must end in exactly one history
+    row; every 10th result is from an untrusted source and must not be recorded.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO pricing_crawlresult (product_id, source, price, currency, confidence)
+            SELECT (%(products)s::bigint[])[1 + (g %% cardinality(%(products)s::bigint[]))],
+                   CASE WHEN g %% 10 = 0 THEN 'manual' ELSE 'html_ml' END,
+                   (%(first)s + g) / 100.0, 'EUR', 0.95
+            FROM generate_series(1, %(count)s) AS g
+            ORDER BY g
+            """,
+            {"products": product_ids, "count": count, "first": first},
+        )
+
+
+def make_products_sql(url: str, prefix: str, count: int) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "INSERT INTO pricing_product (sku, name, url) SELECT %(p)s || g, %(p)s || g, '' "
+            "FROM generate_series(1, %(n)s) AS g RETURNING id",
+            {"p": prefix, "n": count},
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def assert_recorded_once_in_outbox_order(url: str, *, results: int) -> None:
+    """Exactly once and per-product order, for results of insert_unique_results.
+
+    The sequential model (one drainer taking the events one by one in outbox order)
+    records every eligible result, once, each product's in outbox order: so no
+    result twice, none eligible left out, no untrusted one recorded, and each
+    product's history rows written in the order of their events.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        total, eligible, recorded, history, untrusted = conn.execute(
+            """
+            SELECT (SELECT count(*) FROM pricing_crawlresult),
+                   (SELECT count(*) FROM pricing_crawlresult WHERE source = 'html_ml'),
+                   (SELECT count(*) FROM pricing_crawlresult WHERE history_record_status = 'recorded'),
+                   (SELECT count(*) FROM pricing_pricehistory),
+                   (SELECT count(*) FROM pricing_pricehistory AS h
+                    JOIN pricing_crawlresult AS cr ON cr.id = h.crawl_result_id WHERE cr.source <> 'html_ml')
+            """
+        ).fetchone()
+        doubled = conn.execute(
+            "SELECT crawl_result_id, count(*) FROM pricing_pricehistory GROUP BY 1 HAVING count(*) > 1 LIMIT 5"
+        ).fetchall()
+        lost = conn.execute(
+            "SELECT id, history_record_status, history_record_reason FROM pricing_crawlresult "
+            "WHERE source = 'html_ml' AND history_record_status IS DISTINCT FROM 'recorded' ORDER BY id LIMIT 5"
+        ).fetchall()
+        out_of_order = conn.execute(
+            """
+            SELECT product_id, count(*) FROM (
+                SELECT h.product_id, e.id AS event_id,
+                       lag(e.id) OVER (PARTITION BY h.product_id ORDER BY h.id) AS previous_event_id
+                FROM pricing_pricehistory AS h
+                JOIN outbox_event AS e ON e.key = h.crawl_result_id::text
+            ) AS h
+            WHERE event_id < previous_event_id
+            GROUP BY 1 ORDER BY 2 DESC LIMIT 5
+            """
+        ).fetchall()
+    assert total == results, f"{total} results in the table, the test inserted {results}"
+    assert not doubled, f"results recorded more than once (result id, history rows): {doubled}"
+    assert not lost, f"eligible results not recorded (id, status, reason): {lost}"
+    assert untrusted == 0, f"{untrusted} untrusted results recorded"
+    assert history == recorded == eligible == results * 9 // 10, (
+        f"{history} history rows, {recorded} results marked recorded, {eligible} eligible of {results}"
+    )
+    assert not out_of_order, (
+        f"products whose history was written out of outbox order (product, rows after a later result): {out_of_order}"
+    )
+
+
+def event_counts(url: str) -> dict[str, int]:
+    """Events by status, plus ``leased`` (under a lease) and ``max_attempts`` (most of one event)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        counts = dict(conn.execute("SELECT status, count(*) FROM outbox_event GROUP BY 1").fetchall())
+        leased, most = conn.execute(
+            "SELECT count(*) FILTER (WHERE locked_until IS NOT NULL), coalesce(max(attempts), 0) FROM outbox_event"
+        ).fetchone()
+    return {"pending": 0, "done": 0, "failed": 0, **counts, "leased": leased, "max_attempts": most}
+
+
+def bucket_owners(url: str, topic: str) -> dict[str | None, int]:
+    """How many of ``topic``'s buckets each owner holds (None: free)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return dict(
+            conn.execute("SELECT owner, count(*) FROM outbox_bucket WHERE topic = %s GROUP BY 1", [topic]).fetchall()
+        )

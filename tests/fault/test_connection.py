@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -105,33 +104,7 @@ def listening(identity: str) -> bool:
         return cursor.fetchone() is not None
 
 
-# ---------------------------------------------------------------- private server
-
-
-@pytest.fixture(scope="module")
-def private_server() -> Iterator[PrivateServer]:
-    server = PrivateServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def private_url(private_server: PrivateServer) -> str:
-    """A migrated database on the private server, for this module's tests."""
-    return private_server.create_database("faults_private")
-
-
-@pytest.fixture
-def private_db(private_server: PrivateServer, private_url: str) -> str:
-    """The private database, emptied, with its server up; its URL."""
-    private_server.start()
-    with psycopg.connect(private_url, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE outbox_event, outbox_task_result, pricing_pricehistory, pricing_crawlresult, pricing_product"
-        )
-    return private_url
+# ---------------------------------------------------------------- private server (fixtures: conftest)
 
 
 def private_env(url: str) -> dict[str, str]:
