@@ -270,9 +270,17 @@ class WalReader:
         return str(self.conn.execute(q.wal_lsn).fetchone()[0])
 
     def since(self, phase: str, start: str) -> None:
-        end, after = self.conn.execute(q.wal_flush_lsn, {"start": start}).fetchone()
-        if after:
-            self.records[phase] += self.conn.execute(q.wal_records, {"start": start, "end": str(end)}).fetchall()
+        """The records from ``start`` to now, once flushed: the claim commits without waiting
+        for its flush (docs/guarantees.md#the-claim), the WAL writer flushes it within 3 x
+        wal_writer_delay."""
+        end = self.lsn()
+        deadline = time.monotonic() + 5.0
+        while not self.conn.execute(q.wal_flushed_to, {"lsn": end}).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the WAL up to {end} was not flushed within 5 s")
+            time.sleep(0.01)
+        if end != start:
+            self.records[phase] += self.conn.execute(q.wal_records, {"start": start, "end": end}).fetchall()
 
 
 def _update_kinds(phases: dict[str, Any]) -> dict[str, int]:

@@ -13,7 +13,7 @@ SELECT min(id) FROM pricing_product;
 
 -- name: tables_reset
 -- Each run starts from empty tables, so no run pays for the previous one's rows.
-TRUNCATE pricing_pricehistory, pricing_crawlresult, outbox_event RESTART IDENTITY;
+TRUNCATE pricing_pricehistory, pricing_crawlresult, outbox_event, outbox_task_result RESTART IDENTITY;
 
 -- name: server_version
 SELECT current_setting('server_version'), current_setting('server_version_num')::int,
@@ -28,9 +28,9 @@ CREATE EXTENSION IF NOT EXISTS pg_walinspect;
 -- Where a step's records begin (the insert position)...
 SELECT pg_current_wal_insert_lsn();
 
--- name: wal_flush_lsn
--- ...and where they end once it committed (pg_walinspect reads flushed WAL only).
-SELECT pg_current_wal_flush_lsn(), pg_current_wal_flush_lsn() > %(start)s::pg_lsn;
+-- name: wal_flushed_to
+-- ...and whether the WAL up to there is flushed (pg_walinspect reads flushed WAL only).
+SELECT pg_current_wal_flush_lsn() >= %(lsn)s::pg_lsn;
 
 -- name: wal_records
 -- The WAL records between two positions (only this database's are kept, by the

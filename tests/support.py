@@ -110,6 +110,8 @@ class Supervisor(threading.Thread):
     that moment (read from outbox_event; the pid is part of the drainer identity),
     so that each kill lands in the middle of a batch, at a random instant of it;
     it waits up to BUSY_PATIENCE seconds for one to hold a lease, then kills any.
+    With ``aim=False`` as well, it kills any live drainer (an external storm, blind)
+    and only counts how many of its kills landed mid-batch.
     ``downs`` lists every drainer that went down, killed or dead on its own, with
     the moment it was seen gone: (pid, time.monotonic()).
     """
@@ -124,8 +126,10 @@ class Supervisor(threading.Thread):
         poll: float = 0.02,
         seed: int | None = None,
         database_url: str | None = None,
+        aim: bool = True,
     ) -> None:
         super().__init__(name="drainer-supervisor", daemon=True)
+        self.aim = aim
         self.pool = pool
         self.kill_every = kill_every
         self.poll = poll
@@ -151,9 +155,10 @@ class Supervisor(threading.Thread):
                     self._record_downs()
                 if next_kill is not None and time.monotonic() >= next_kill:
                     busy = self._lease_holders(conn) & self.pool.live_pids() if conn is not None else set()
-                    if conn is not None and not busy and time.monotonic() < next_kill + self.BUSY_PATIENCE:
+                    waiting = self.aim and not busy and time.monotonic() < next_kill + self.BUSY_PATIENCE
+                    if conn is not None and waiting:
                         continue  # no live drainer holds a batch right now: look again at the next poll
-                    victim = self.pool.kill_one(self.rng, prefer=busy)  # returns once it is dead
+                    victim = self.pool.kill_one(self.rng, prefer=busy if self.aim else set())  # once it is dead
                     self.downs.append((victim, time.monotonic()))
                     self.kills.append(victim)
                     self.busy_kills += victim in busy
