@@ -288,8 +288,10 @@ class Store:
         except psycopg.Error as exc:
             # Nothing after the failing statement ran (the claim queued after COMMIT neither).
             self._claim_next = self._claimed_next = None
-            if commit.statusmessage != "COMMIT":
-                raise
+            raw = ack_done.connection
+            idle = not raw.closed and raw.pgconn.transaction_status == TransactionStatus.IDLE
+            if commit.statusmessage != "COMMIT" or exc.sqlstate is None or not idle:
+                raise  # nothing committed, or the connection is in doubt (the session reconnects)
             # Committed: only the claim queued after it failed; the next cycle claims again.
             logger.warning("drainer=%s claim sent with the COMMIT failed, claiming again: %s", self.identity, exc)
         if self._claim_next is not None:

@@ -138,7 +138,9 @@ def test_sigkill_storm_with_default_attempts_fails_no_event(private_server: Priv
     print(f"events by attempts: {by_attempts}; the most charged (id, status, attempts, bucket, error): {worst}")
     print(f"kills={kills} mid-batch={busy} storm={stormed:.1f}s settled={settled:.1f}s events={counts}")
 
-    assert codes == [0, 0, 0, 0, 0], f"survivors exited with {codes}:\n{logs}"
+    assert codes == [0, 0, 0, 0, 0], (
+        f"survivors exited with {codes}:\n{logs}\n--- the stalled one:\n{stall_log[-3000:]}"
+    )
     assert busy > 0, "no kill hit a drainer holding a batch"
     assert "reconnected after" in stall_log or "lease lost on" in stall_log, (
         f"the stalled drainer did not notice it had lost its batch:\n{stall_log[-3000:]}"
