@@ -137,21 +137,23 @@ def test_run_after_is_honoured() -> None:
 def test_a_task_that_raises_is_retried_with_backoff_then_failed_with_its_error() -> None:
     result = tasks.write_then_raise.enqueue("boom")
     before = timezone.now()
+    # A long backoff: a drain that outlasts the default 1 s one on a busy machine would
+    # take the retry itself; make_due() fast-forwards instead.
 
-    first = drain(max_attempts=3)
+    first = drain(max_attempts=3, backoff_base=60.0)
 
     assert (first.claimed, first.retried, first.failed) == (1, 1, 0), first
     event = OutboxEvent.objects.get(id=int(result.id))
     assert event.status == "pending" and event.attempts == 1
-    assert event.available_at >= before + dt.timedelta(seconds=0.9), "no backoff before the retry"
+    assert event.available_at >= before + dt.timedelta(seconds=45), "no backoff before the retry"
     assert event.last_error == "tests.taskapp.tasks.Boom: boom boom"
     waiting = tasks.write_then_raise.get_result(result.id)
     assert waiting.status == "READY" and len(waiting.errors) == 1 and waiting.attempts == 1
-    assert drain(max_attempts=3).claimed == 0, "retried before its backoff"
+    assert drain(max_attempts=3, backoff_base=60.0).claimed == 0, "retried before its backoff"
 
     for _ in range(2):
         make_due(result.id)
-        drain(max_attempts=3)
+        drain(max_attempts=3, backoff_base=60.0)
 
     failed = tasks.write_then_raise.get_result(result.id)
     assert failed.status == compat.TaskResultStatus.FAILED
