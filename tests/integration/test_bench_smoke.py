@@ -185,7 +185,8 @@ def test_quick_run_draws_the_chart(bench_run: dict[str, Any]) -> None:
     page = (bench_run["out"] / "BENCHMARKS.md").read_text()
     chart = Path(bench_run["out"] / "bench_throughput.png")
     if importlib.util.find_spec("matplotlib") is None:
-        assert not chart.exists() and "](bench_throughput.png)" not in page, "a chart without matplotlib?"
+        # The page is the same either way (it links the chart); only the file is not drawn.
+        assert not chart.exists(), "a chart without matplotlib?"
         pytest.skip("no chart: matplotlib is not installed (pip install -r bench/requirements.txt)")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![throughput by batch size and drainers](bench_throughput.png)" in page
