@@ -168,8 +168,20 @@ class RecoveryWatch(threading.Thread):
             if row and row[0]:
                 self.recovered[pid] = time.monotonic() - down_at
 
-    def stop(self) -> dict[int, float]:
-        """Stop watching; pid -> seconds to recovery for every drainer that went down."""
+    def stop(self, bound: float | None = None) -> dict[int, float]:
+        """Stop watching; pid -> seconds to recovery for every drainer that went down.
+
+        With ``bound``, first keep watching until each drainer that went down has
+        recovered or ``bound`` s have passed since its death: a drainer killed just
+        before the queue settled has had no time to be taken over yet, and stopping
+        at once would report it as never recovered.
+        """
+        if bound is not None:
+            deadline = max((down_at for _, down_at in self.supervisor.downs), default=0.0) + bound + 2 * self.poll
+            while time.monotonic() < deadline and self.is_alive():
+                if all(pid in self.recovered for pid, _ in self.supervisor.downs):
+                    break
+                time.sleep(self.poll)
         self._stop_event.set()
         self.join(30)
         if self.error is not None:

@@ -159,7 +159,7 @@ def test_sigkill_storm_loses_and_doubles_nothing(tmp_path: Path) -> None:
         killer.stop()
         wait_until(all_settled, timeout=60, message="every event done after the storm")
         settled = time.monotonic() - started
-        recovered = watch.stop()
+        recovered = watch.stop(RECOVERY_BOUND)
         codes = pool.stop()
     except BaseException:
         killer.stop()

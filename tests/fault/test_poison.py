@@ -81,7 +81,7 @@ def drain(trace: Path) -> Supervisor:
         watch.start()
         wait_until(all_settled, timeout=60, message="every poison test event done or failed")
         supervisor.stop()
-        recovered = watch.stop()
+        recovered = watch.stop(RECOVERY_BOUND)
         codes = pool.stop()
     except BaseException:
         supervisor.stop()
