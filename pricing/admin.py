@@ -23,8 +23,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 
-from outbox.admin import STATUS_STYLES, EstimatedCountPaginator, ShownFiltersOnly, parse_id
+from outbox.admin import STATUS_STYLES
 from outbox.admin_display import register_admin_url, when, when_full
+from outbox.admin_lists import EstimatedCountPaginator, ShownFiltersOnly, parse_id
 from outbox.models import OutboxEvent
 from pricing.auto_record import get_config, queries
 from pricing.models import CRAWL_RESULT_CREATED, CRAWLED_AT_RANGE, CrawlResult, PriceHistory, Product

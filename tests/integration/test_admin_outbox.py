@@ -15,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from outbox.admin import STATUS_STYLES, EstimatedCount, EstimatedCountPaginator
+from outbox.admin import STATUS_STYLES
+from outbox.admin_lists import EstimatedCount, EstimatedCountPaginator
 from outbox.models import EventStatus, OutboxEvent
 from pricing.models import CRAWL_RESULT_CREATED, CrawlResult
 from tests.factories import make_event, make_result
