@@ -573,16 +573,7 @@ def _claim_loop(conn: psycopg.Connection[Any], batch: int) -> tuple[int, float, 
     )
     conn.execute(db.outbox.bucket_ensure_rows, {"topics": [TOPIC], "buckets": BUCKETS})
     conn.execute(db.queries.bucket_own_all, {"topic": TOPIC, "me": me})
-    # event_claim_batch's parameters (outbox.drainer.store.claim_params): every bucket owned.
-    params = {
-        "ordered": [TOPIC],
-        "masks": ["ff" * (BUCKETS // 8)],
-        "unordered": [],
-        "batch": batch,
-        "lease": 60.0,
-        "me": me,
-        "max_payload": 16 * 1024 * 1024,
-    }
+    params = db.claim_all_buckets(me, TOPIC, BUCKETS, batch)
     done = 0
     claim_time = 0.0
     start = time.perf_counter()

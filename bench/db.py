@@ -32,6 +32,25 @@ from outbox.sql import queries as outbox_queries  # noqa: E402
 queries = Queries(Path(__file__).with_name("queries.sql"))
 outbox = outbox_queries
 
+#: event_claim_batch's largest payload (outbox.handlers.MAX_PAYLOAD_BYTES).
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+
+def claim_all_buckets(me: str, topic: str, buckets: int, batch: int, lease: float = 60.0) -> dict[str, Any]:
+    """``event_claim_batch``'s parameters for a session that owns every bucket of ``topic``:
+    outbox.drainer.store.claim_params without Django (tests/unit/test_bench_claim.py
+    holds the two to the same keys and values)."""
+    return {
+        "ordered": [topic],
+        "masks": ["ff" * (buckets // 8)],
+        "unordered": [],
+        "batch": batch,
+        "lease": lease,
+        "me": me,
+        "max_payload": MAX_PAYLOAD_BYTES,
+    }
+
+
 #: Products the bench's results are spread over (so concurrent batches rarely share one).
 PRODUCTS = 10_000
 

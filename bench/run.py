@@ -32,19 +32,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import cases, chart, db, figures, merge, report  # noqa: E402
+from bench.cli import int_list  # noqa: E402
 
 CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned", "profile")
 PACKAGES = ("Django", "psycopg", "django-pgtrigger", "redis", "matplotlib")
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
 
 
 def _case_list(text: str) -> list[str]:
@@ -66,10 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cases", type=_case_list, default=list(CASES), help=f"Subset of: {','.join(CASES)}.")
     parser.add_argument(
-        "--drainers", type=_int_list, default=None, help="Drainer counts for throughput (default: 1,2,3,4)."
+        "--drainers", type=int_list, default=None, help="Drainer counts for throughput (default: 1,2,3,4)."
     )
     parser.add_argument(
-        "--batch-sizes", type=_int_list, default=None, help="Batch sizes for throughput (default: 1,100,500,1000)."
+        "--batch-sizes", type=int_list, default=None, help="Batch sizes for throughput (default: 1,100,500,1000)."
     )
     parser.add_argument("--repeats", type=int, default=None, help="Override the repetitions per case.")
     parser.add_argument(

@@ -45,6 +45,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from bench import db  # noqa: E402
+from bench.cli import int_list  # noqa: E402
 from outbox.conf import BUCKETS  # noqa: E402
 from outbox.sql import Queries  # noqa: E402
 from outbox.triggers import NOTIFY_CHANNEL  # noqa: E402
@@ -295,18 +296,6 @@ def _index_entries(rel: dict[str, int]) -> int:
     return sum(v for k, v in rel.items() if k in ("Btree/INSERT_LEAF", "Btree/INSERT_POST", "Hash/INSERT"))
 
 
-def _claim_params(me: str, batch: int) -> dict[str, Any]:
-    return {
-        "ordered": [TOPIC],
-        "masks": ["ff" * (BUCKETS // 8)],
-        "unordered": [],
-        "batch": batch,
-        "lease": 60.0,
-        "me": me,
-        "max_payload": 16 * 1024 * 1024,
-    }
-
-
 def _wal_life(
     conn: Any, migrated: str, events: int, ff: int, trigger_on: bool, dboid: int, first: int, me: str
 ) -> dict[str, Any]:
@@ -324,7 +313,7 @@ def _wal_life(
             conn.execute(q.crawl_result_insert_one, {"product_id": first + (i * 7919) % 1000})
         wal.since("insert", start)
     if trigger_on:
-        params = _claim_params(me, 100)
+        params = db.claim_all_buckets(me, TOPIC, BUCKETS, 100)
         while True:
             start = wal.lsn()
             with conn.transaction():
@@ -549,21 +538,11 @@ def targets(result: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------- main
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--database", default="bench_writers", help="Database to (re)create (default: %(default)r).")
     p.add_argument("--quick", action="store_true", help="Small sizes: a smoke run.")
-    p.add_argument("--clients", type=_int_list, default=[1, 8, 16], help="pgbench clients (default: 1,8,16).")
+    p.add_argument("--clients", type=int_list, default=[1, 8, 16], help="pgbench clients (default: 1,8,16).")
     p.add_argument("--seconds", type=int, default=2, help="Seconds per pgbench run (default: %(default)r).")
     p.add_argument("--latency-seconds", type=int, default=6, help="Seconds of each latency run (default: %(default)r).")
     p.add_argument("--reps", type=int, default=6, help="Runs per variant and client count (default: %(default)r).")
@@ -571,7 +550,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wal-events", type=int, default=3000, help="Events of the WAL case (default: %(default)r).")
     p.add_argument(
         "--fillfactors",
-        type=_int_list,
+        type=int_list,
         default=[100, 70, 50, 40],
         help="outbox_event fill factors of the WAL case (default: 100,70,50,40).",
     )
