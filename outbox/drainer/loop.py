@@ -230,7 +230,7 @@ class Drainer:
         self.buckets.rebalance()
         self.wakeup.ensure_listening()
         self._prepared = True
-        log_started(self)
+        log_started(self.identity, self.settings, self.topics, self.ordered)
         drainer_started.send(sender=Drainer, drainer=self, topics=self.topics, ordered=self.ordered)
 
     def _leave(self, total: DrainResult) -> None:

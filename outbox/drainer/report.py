@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from outbox.conf import OutboxSettings
 from outbox.drainer.config import QUEUE_COUNT_CAP, QUEUE_COUNT_EVERY
 from outbox.drainer.store import Store
 from outbox.handlers import Registration
-
-if TYPE_CHECKING:
-    from outbox.drainer.loop import Drainer
 
 logger = logging.getLogger("outbox.drainer")
 
@@ -90,19 +88,18 @@ class BatchLog:
         return f"{count}+" if count >= QUEUE_COUNT_CAP else str(count)
 
 
-def log_started(drainer: Drainer) -> None:
+def log_started(identity: str, s: OutboxSettings, topics: Sequence[str], ordered: Sequence[str]) -> None:
     """The drainer's first line: its identity and every setting that shapes its work."""
-    s = drainer.settings
     logger.info(
         "drainer=%s started batch_size=%d max_attempts=%d lease=%ss interval=%ss notify=%s topics=%s ordered=%s",
-        drainer.identity,
+        identity,
         s.batch_size,
         s.max_attempts,
         s.lease,
         s.poll_interval,
         s.notify,
-        ",".join(drainer.topics),
-        ",".join(drainer.ordered) or "-",
+        ",".join(topics),
+        ",".join(ordered) or "-",
     )
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from outbox import signals as drainer_signals
-from outbox.tasks.topics import TOPIC_PREFIX
 
 
-def connect(runner: Any) -> None:
-    """Connect ``runner`` (a TaskRunner) to the drainer's signals; once per process."""
+def connect(runner: Any, prefix: str) -> None:
+    """Connect ``runner`` (a TaskRunner) to the drainer's signals for the topics that start
+    with ``prefix`` (the task queues'); once per process."""
 
     def on_handler_started(sender: Any, drainer: Any, topic: str, **kwargs: Any) -> None:
-        if topic.startswith(TOPIC_PREFIX):
+        if topic.startswith(prefix):
             runner.worker_id = drainer.identity
             runner.max_attempts = drainer.settings.max_attempts
 

@@ -56,7 +56,7 @@ def register_queues(registry: HandlerRegistry) -> list[str]:
     from outbox.tasks import signals
     from outbox.tasks.runner import runner
 
-    signals.connect(runner)
+    signals.connect(runner, TOPIC_PREFIX)
     for topic in topics:
         if topic not in registry:
             registry.register(topic, runner, batch=True, ordered=False, log_label=f"Tasks {topic}")
