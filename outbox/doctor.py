@@ -17,7 +17,7 @@ from outbox.handlers import registry
 from outbox.operations import CLAIM_INDEX, SMALL_TABLE_PAGES, format_age
 from outbox.schema import not_migrated_message, unapplied_migrations
 from outbox.sql import queries
-from outbox.triggers import outbox_triggers
+from outbox.triggers import trigger_states
 
 logger = logging.getLogger(__name__)
 
@@ -347,42 +347,6 @@ def _check_retention(cursor: Any, limits: DoctorLimits) -> Check:
         )
         return Check("retention", "warn", f"{text}: expired events are not being purged; {who}")
     return Check("retention", "ok", text)
-
-
-@dataclass(frozen=True)
-class TriggerState:
-    """One outbox trigger as the database has it (the doctor's check, a metrics gauge)."""
-
-    table: str
-    name: str
-    pgid: str
-    #: pgtrigger's installation status: INSTALLED, UNINSTALLED or OUTDATED.
-    installation: str
-    #: pg_trigger.tgenabled: O or A (fires), R (replica sessions only), D (disabled); None: missing.
-    enabled: str | None
-
-    @property
-    def installed(self) -> bool:
-        """There, and the version the code declares."""
-        return self.installation not in (UNINSTALLED, OUTDATED) and self.enabled is not None
-
-    @property
-    def fires(self) -> bool:
-        """Fires for ordinary sessions' inserts."""
-        return self.enabled in ("O", "A")
-
-
-def trigger_states(cursor: Any, using: str = DEFAULT_DB_ALIAS) -> list[TriggerState]:
-    """Every installed model's outbox trigger, as the database has it."""
-    states = []
-    for model, trigger in outbox_triggers():
-        table = model._meta.db_table
-        pgid = trigger.get_pgid(model)
-        installation, _ = trigger.get_installation_status(model, database=using)
-        cursor.execute(queries.doctor_trigger_state, {"table": table, "name": pgid})
-        row = cursor.fetchone()
-        states.append(TriggerState(table, trigger.name, pgid, installation, row[0] if row else None))
-    return states
 
 
 def _check_triggers(cursor: Any, using: str) -> list[Check]:

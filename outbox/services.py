@@ -1,7 +1,7 @@
 """The operators' API, one import: ``outbox.services.status()``, ``retry()``, ``purge()``,
 ``doctor()``... The admin's actions, the ``outbox_*`` commands and the metrics call
 these; they live in ``outbox.operations`` (status and the writes) and
-``outbox.doctor`` (the health check).
+``outbox.doctor`` (the health check) and ``outbox.triggers`` (the triggers' installed state).
 """
 
 from outbox.doctor import (
@@ -9,9 +9,7 @@ from outbox.doctor import (
     CheckState,
     DoctorLimits,
     DoctorReport,
-    TriggerState,
     doctor,
-    trigger_states,
 )
 from outbox.operations import (
     CLAIM_INDEX,
@@ -27,6 +25,7 @@ from outbox.operations import (
     retry,
     status,
 )
+from outbox.triggers import TriggerState, trigger_states
 
 __all__ = [
     "CLAIM_INDEX",

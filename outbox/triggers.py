@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pgtrigger
-from django.db import models
+from django.db import DEFAULT_DB_ALIAS, models
 from pgtrigger import compiler
+from pgtrigger.core import OUTDATED, UNINSTALLED
 
 from outbox.conf import BUCKETS
+from outbox.sql import queries
 
 #: The channel drainers LISTEN on; the payload is the topic.
 NOTIFY_CHANNEL = "outbox"
@@ -228,3 +232,39 @@ def outbox_triggers() -> list[tuple[type[models.Model], OutboxTrigger]]:
 def ordered_topics() -> set[str]:
     """Topics whose outbox trigger (in any installed model) has an order key."""
     return {trigger.topic for _, trigger in outbox_triggers() if trigger.order_key is not None}
+
+
+@dataclass(frozen=True)
+class TriggerState:
+    """One outbox trigger as the database has it (the doctor's check, a metrics gauge)."""
+
+    table: str
+    name: str
+    pgid: str
+    #: pgtrigger's installation status: INSTALLED, UNINSTALLED or OUTDATED.
+    installation: str
+    #: pg_trigger.tgenabled: O or A (fires), R (replica sessions only), D (disabled); None: missing.
+    enabled: str | None
+
+    @property
+    def installed(self) -> bool:
+        """There, and the version the code declares."""
+        return self.installation not in (UNINSTALLED, OUTDATED) and self.enabled is not None
+
+    @property
+    def fires(self) -> bool:
+        """Fires for ordinary sessions' inserts."""
+        return self.enabled in ("O", "A")
+
+
+def trigger_states(cursor: Any, using: str = DEFAULT_DB_ALIAS) -> list[TriggerState]:
+    """Every installed model's outbox trigger, as the database has it."""
+    states = []
+    for model, trigger in outbox_triggers():
+        table = model._meta.db_table
+        pgid = trigger.get_pgid(model)
+        installation, _ = trigger.get_installation_status(model, database=using)
+        cursor.execute(queries.doctor_trigger_state, {"table": table, "name": pgid})
+        row = cursor.fetchone()
+        states.append(TriggerState(table, trigger.name, pgid, installation, row[0] if row else None))
+    return states
