@@ -370,6 +370,12 @@ def _median(values: list[float]) -> float:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
+def _latency_runs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The latency runs with their waits as numbers: bench/writers-pg18.json, written before
+    d75f18c, holds each run's longest wait as a string (the server's numeric, dumped by str)."""
+    return [{**r, **{k: float(r[k]) for k in ("p50_ms", "p99_ms", "max_ms")}} for r in result.get("latency") or []]
+
+
 def _outbox_wal(life: dict[str, Any], base: dict[str, Any], events: int) -> dict[str, float]:
     """Per event: WAL bytes of the outbox (insert minus the no-trigger insert, claim, ack) and index entries."""
     insert = life["phases"]["insert"]["bytes"] - base["phases"]["insert"]["bytes"]
@@ -420,7 +426,7 @@ def markdown(result: dict[str, Any]) -> str:
                 cells.append(f"{t:,.0f} | {base[c] / t:.2f}x | {_median(per[str(c)]['notifications_per_commit']):.3f}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lat = result.get("latency")
+    lat = _latency_runs(result)
     if lat:
         lines += [
             "### Event waits with writers and two drainers",
@@ -505,12 +511,15 @@ def targets(result: dict[str, Any]) -> list[str]:
             cost = base / _median(w["variants"]["migrated"][str(c)]["tps"])
             before = base / _median(w["variants"]["issue-15 start: statement, NOTIFY each"][str(c)]["tps"])
             limit = 1.3 if c == 1 else 1.5
-            met = "**met**" if cost <= limit else "**not met**"
+            if cost < 1:  # the trigger cannot make inserts faster: this run's no-trigger turns were slowed
+                met = "n/a: cost below 1x, noise"
+            else:
+                met = "**met**" if cost <= limit else "**not met**"
             lines.append(
                 f"| {c} writer(s), trigger + NOTIFY <= {limit}x no trigger | {cost:.2f}x (issue-15 start: "
                 f"{before:.2f}x) | {met} |"
             )
-    for run in result.get("latency") or []:
+    for run in _latency_runs(result):
         if not run["rate"] and run["variant"] == "migrated":
             bound = run["interval_s"] * 1000 + 15
             met = "**met**" if run["max_ms"] <= bound else "**not met**"

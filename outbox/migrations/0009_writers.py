@@ -12,7 +12,7 @@
 # * measured per event's life (insert, claim, ack; bench/writers.py, PostgreSQL 15):
 #   WAL 2,052 -> 1,176 bytes, index entries 8.8 -> 6.0 (3 at insert, 0 at the claim,
 #   3 at the ack: the floor while the ack changes status); at 50 a few claims still
-#   found their page full (6.2 entries), at 70 a third of them did (7.8).
+#   found their page full (6.2 entries), at 70 more than half of them did (7.6).
 #
 # The table is not larger for it: rows that are updated in place leave no new
 # versions on other pages (heap bytes per event after a drain: 1,027 at 100,
