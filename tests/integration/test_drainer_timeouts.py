@@ -7,11 +7,16 @@
   (an operator's open transaction) is skipped with the rest of its bucket behind it,
   and handled, charged one attempt, once the row is free
   (tests/integration/test_drainer_foreign_locks.py has the bucket rows too).
+* LOCK_TIMEOUT is waited out by the batch lock alone: a row of its own claimed batch
+  that another session locked after the claim. That statement fails past it, the
+  drainer logs it, reconnects, takes the event back as a suspect and runs it once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,6 +25,7 @@ from django.db import connection
 from outbox.drainer import Drainer, DrainerConfig
 from outbox.handlers import Event, HandlerRegistry
 from outbox.models import OutboxEvent
+from outbox.signals import batch_claimed
 from tests.factories import make_event, make_result
 from tests.support import current_database_url
 
@@ -97,4 +103,56 @@ def test_a_row_held_by_another_session_is_skipped_not_waited_for_then_done(
         d.close()
     event.refresh_from_db()
     assert (event.status, event.attempts) == ("done", 1), (event.status, event.attempts, event.last_error)
+    assert total.done == 1, total
+
+
+class _ReleaseOnLockTimeout(logging.Handler):
+    """Ends the foreign session's transaction once the drainer logged its lock timeout:
+    the lock is held exactly until the drainer gave up waiting for it."""
+
+    def __init__(self, foreign: psycopg.Connection[Any]) -> None:
+        super().__init__(logging.WARNING)
+        self.foreign = foreign
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "lock timeout" in message and not self.seen:
+            self.seen.append(message)
+            self.foreign.rollback()
+
+
+def test_a_claimed_row_locked_by_another_session_runs_out_lock_timeout_then_runs_once(
+    handlers: HandlerRegistry,
+) -> None:
+    ran: list[int] = []
+    handlers.register("test.locked", lambda event: ran.append(event.id) or "ok")
+    event = make_event("test.locked", "k")
+    foreign = psycopg.connect(current_database_url())  # an open transaction, as in psql
+    locked: list[int] = []
+
+    def lock_after_claim(sender: object, events: list[Event], **kwargs: object) -> None:
+        if not locked and event.id in [e.id for e in events]:  # the first claim only
+            locked.append(event.id)
+            foreign.execute("SELECT 1 FROM outbox_event WHERE id = %s FOR UPDATE", [event.id])
+
+    release = _ReleaseOnLockTimeout(foreign)
+    logger = logging.getLogger("outbox")
+    logger.addHandler(release)
+    batch_claimed.connect(lock_after_claim, weak=False, dispatch_uid="test.lock_after_claim")
+    try:
+        d = drainer(lock_timeout=0.3)
+        try:
+            total = d.drain()
+        finally:
+            d.close()
+    finally:
+        batch_claimed.disconnect(dispatch_uid="test.lock_after_claim")
+        logger.removeHandler(release)
+        foreign.close()
+    assert release.seen, "the batch lock never ran out LOCK_TIMEOUT: the foreign lock was not in its way"
+    assert "reconnecting" in release.seen[0], release.seen
+    event.refresh_from_db()
+    assert event.status == "done", (event.status, event.attempts, event.last_error)
+    assert ran == [event.id], f"the handler ran {len(ran)} time(s) for the event"
     assert total.done == 1, total
