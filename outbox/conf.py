@@ -239,6 +239,8 @@ def _structured_problem(key: str, value: Any) -> str | None:
             return f"must be a list of networks such as ['10.0.0.0/8', '::1'], got {value!r}"
         for item in value:
             try:
+                if not isinstance(item, str):  # ip_network(123) is 0.0.0.123/32, ip_network(True) 0.0.0.1/32
+                    raise TypeError(item)
                 ipaddress.ip_network(item, strict=False)
             except (TypeError, ValueError):
                 return f"must hold IP networks or addresses such as '10.0.0.0/8' or '::1', got {item!r}"

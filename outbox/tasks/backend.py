@@ -14,13 +14,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from outbox.databases import current_database
 from outbox.sql import queries
 from outbox.tasks import compat, results
 from outbox.tasks.payload import TaskNotFound, TaskPayload
-from outbox.tasks.topics import TOPIC_PREFIX, topic_for
+from outbox.tasks.topics import DEFAULT_QUEUES, TOPIC_PREFIX, topic_for
 
 #: The keys OPTIONS may have.
 OPTION_KEYS = frozenset({"DATABASE"})
@@ -46,6 +47,11 @@ class OutboxBackend(compat.BaseTaskBackend):
     supports_async_task = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        #: What is wrong with these params: (check id, message); check() reports them and
+        #: enqueue() refuses to run with any (a process that runs no checks, gunicorn's).
+        self.problems = _problems(alias, params)
+        if any(check_id == "outbox.E054" for check_id, _ in self.problems):
+            params = {**params, "QUEUES": []}  # the framework's set() of it would raise a bare TypeError
         super().__init__(alias, params)
         database = self.options.get("DATABASE") if isinstance(self.options, dict) else None
         self.database: str | None = database if isinstance(database, str) else None
@@ -56,6 +62,8 @@ class OutboxBackend(compat.BaseTaskBackend):
         return self.database or DEFAULT_DB_ALIAS
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        if self.problems:
+            raise ImproperlyConfigured("; ".join(f"{message} ({check_id})" for check_id, message in self.problems))
         self.validate_task(task)
         alias = self.database or current_database()
         result = results.task_result(
@@ -119,25 +127,35 @@ class OutboxBackend(compat.BaseTaskBackend):
 
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
         yield from super().check(**kwargs)
-        where = f"TASKS[{self.alias!r}]"
-        if not isinstance(self.options, dict):
-            yield checks.Error(f"{where}['OPTIONS'] must be a dict, got {self.options!r}", id="outbox.E050")
-        else:
-            for key in sorted(set(self.options) - OPTION_KEYS):
-                yield checks.Error(
-                    f"{where}['OPTIONS'] has an unknown key {key!r}",
-                    hint=f"OutboxBackend knows {', '.join(sorted(OPTION_KEYS))}",
-                    id="outbox.E051",
-                )
-            database = self.options.get("DATABASE")
-            if database is not None and database not in connections.settings:
-                yield checks.Error(
-                    f"{where}['OPTIONS']['DATABASE'] is {database!r}, which is not in DATABASES",
-                    id="outbox.E052",
-                )
-        if not self.queues:
-            yield checks.Error(
-                f"{where}['QUEUES'] is empty: OutboxBackend needs the list of its queues",
-                hint=f"each queue is the topic {TOPIC_PREFIX}<queue>, which drainers claim only when it is listed",
-                id="outbox.E053",
-            )
+        for check_id, message in self.problems:
+            yield checks.Error(message, hint=_HINTS.get(check_id), id=check_id)
+
+
+_HINTS = {
+    "outbox.E051": f"OutboxBackend knows {', '.join(sorted(OPTION_KEYS))}",
+    "outbox.E053": f"each queue is the topic {TOPIC_PREFIX}<queue>, which drainers claim only when it is listed",
+    "outbox.E054": "e.g. 'QUEUES': ['default', 'emails']: each queue is the topic " + TOPIC_PREFIX + "<queue>",
+}
+
+
+def _problems(alias: str, params: Any) -> list[tuple[str, str]]:
+    """(check id, message) for each problem of one TASKS entry's QUEUES and OPTIONS."""
+    where = f"TASKS[{alias!r}]"
+    found: list[tuple[str, str]] = []
+    options = params.get("OPTIONS", {})
+    if not isinstance(options, dict):
+        found.append(("outbox.E050", f"{where}['OPTIONS'] must be a dict, got {options!r}"))
+    else:
+        for key in sorted((k for k in options if k not in OPTION_KEYS), key=repr):
+            found.append(("outbox.E051", f"{where}['OPTIONS'] has an unknown key {key!r}"))
+        database = options.get("DATABASE")
+        if database is not None and (not isinstance(database, str) or database not in connections.settings):
+            found.append(("outbox.E052", f"{where}['OPTIONS']['DATABASE'] is {database!r}, which is not in DATABASES"))
+    queues = params.get("QUEUES", DEFAULT_QUEUES)
+    if not isinstance(queues, list | tuple | set | frozenset) or not all(isinstance(q, str) and q for q in queues):
+        found.append(
+            ("outbox.E054", f"{where}['QUEUES'] must be a list of queue names (non-empty strings), got {queues!r}")
+        )
+    elif not queues:
+        found.append(("outbox.E053", f"{where}['QUEUES'] is empty: OutboxBackend needs the list of its queues"))
+    return found

@@ -53,9 +53,21 @@ class TaskRunner:
     def __init__(self) -> None:
         #: The drainer's identity and max_attempts (outbox.tasks.signals sets them).
         self.worker_id = ""
-        self.max_attempts = get_settings().max_attempts
+        self._max_attempts: int | None = None
         #: Runs that raised in a batch rolled back since: (event id, attempt) -> the run.
         self.raised: dict[tuple[int, int], _Run] = {}
+
+    @property
+    def max_attempts(self) -> int:
+        """The drainer's; OUTBOX's until a drainer says (read when first needed, not at import:
+        outbox's ready() imports this module, and a bad OUTBOX is the system checks' to report)."""
+        if self._max_attempts is None:
+            self._max_attempts = get_settings().max_attempts
+        return self._max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self._max_attempts = value
 
     def __call__(self, events: Sequence[Event]) -> BatchResult:
         alias = current_database()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -315,6 +316,15 @@ def test_the_framework_checks_pass_with_the_project_settings() -> None:
         ({"OPTIONS": {"DATABASE": "nowhere"}}, ["outbox.E052"]),
         ({"QUEUES": []}, ["outbox.E053"]),
         ({"OPTIONS": {"DATABASE": "other"}, "QUEUES": ["a", "b"]}, []),
+        ({"OPTIONS": None}, ["outbox.E050"]),
+        ({"OPTIONS": {"DATABASE": ["default"]}}, ["outbox.E052"]),
+        ({"OPTIONS": {"DATABASE": 5}}, ["outbox.E052"]),
+        ({"OPTIONS": {1: 2, "MAX_ATTEMPTS": -1}}, ["outbox.E051", "outbox.E051"]),
+        ({"QUEUES": "default"}, ["outbox.E054"]),
+        ({"QUEUES": None}, ["outbox.E054"]),
+        ({"QUEUES": 5}, ["outbox.E054"]),
+        ({"QUEUES": [1, "default"]}, ["outbox.E054"]),
+        ({"QUEUES": ["", "default"]}, ["outbox.E054"]),
     ],
 )
 def test_backend_checks_name_the_bad_setting(params: dict[str, object], expected: list[str]) -> None:
@@ -323,6 +333,14 @@ def test_backend_checks_name_the_bad_setting(params: dict[str, object], expected
     assert [m.id for m in messages] == expected, [m.msg for m in messages]
     for message in messages:
         assert "TASKS['custom']" in message.msg
+
+
+def test_a_backend_with_bad_settings_refuses_to_enqueue() -> None:
+    """Where no checks run (gunicorn), a misspelt OPTIONS key must not send tasks elsewhere unnoticed."""
+    backend = OutboxBackend("custom", {"BACKEND": "outbox.tasks.OutboxBackend", "OPTIONS": {"DATABSE": "other"}})
+    with pytest.raises(ImproperlyConfigured, match=r"TASKS\['custom'\]\['OPTIONS'\] has an unknown key 'DATABSE'"):
+        backend.enqueue(tasks.record, ["refused"], {})
+    assert not OutboxEvent.objects.exists()
 
 
 def test_task_payload_is_readable_in_the_admin_and_by_sql() -> None:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.support import PrivateServer, current_database_url, drainer_env, manage
+from tests.support import ROOT, PrivateServer, current_database_url, drainer_env, manage
 
 pytestmark = pytest.mark.process
 
@@ -147,3 +147,21 @@ def test_a_cut_lock_file_of_the_embedded_server_says_what_to_do(private_server: 
         if lock.exists() and lock.read_text() == cut:  # never the lock file of a running server
             lock.unlink()
         private_server.start()
+
+
+def test_a_bad_outbox_setting_with_task_queues_is_a_system_check_error(tmp_path: Path) -> None:
+    """With an OutboxBackend in TASKS, outbox's ready() imports the task runner: reading
+    OUTBOX there made a bad setting a traceback of app loading instead of the check's error."""
+    (tmp_path / "bad_outbox_settings.py").write_text(
+        "from tests.settings_tasks import *  # noqa: F403\nOUTBOX = {'METRICS': 'yes'}\n", encoding="utf-8"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bad_outbox_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "DATABASE_URL": "postgres://x@127.0.0.1/x",
+    }
+    done = manage("check", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "(outbox.E030) OUTBOX['METRICS'] must be true or false, got 'yes'" in done.stderr

@@ -35,6 +35,8 @@ def test_metrics_settings_are_read() -> None:
         ({"METRICS_ALLOWED_IPS": "10.0.0.0/8"}, "outbox.E031", "must be a list of networks"),
         ({"METRICS_ALLOWED_IPS": ["10.0.0.0/33"]}, "outbox.E031", "got '10.0.0.0/33'"),
         ({"METRICS_ALLOWED_IPS": ["localhost"]}, "outbox.E031", "got 'localhost'"),
+        ({"METRICS_ALLOWED_IPS": [123]}, "outbox.E031", "got 123"),  # ip_network(123) would be 0.0.0.123/32
+        ({"METRICS_ALLOWED_IPS": [True]}, "outbox.E031", "got True"),
         ({"METRICS_BASIC_AUTH": "no-colon-secret"}, "outbox.E032", "must be None or 'user:password'"),
         ({"METRICS_BASIC_AUTH": ":secret"}, "outbox.E032", "(both parts non-empty)"),
         ({"METRICS_BASIC_AUTH": ("u", "secret")}, "outbox.E032", "must be None or 'user:password'"),
