@@ -28,7 +28,7 @@ def check_outbox_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.
         found.append(
             checks.Error(
                 "OUTBOX['METRICS'] is on but prometheus_client is not installed",
-                hint="pip install prometheus-client",
+                hint="pip install 'django-pg-outbox[metrics]' (or prometheus-client)",
                 id="outbox.E033",
             )
         )

@@ -146,8 +146,13 @@ class Command(BaseCommand):
 
     @staticmethod
     def _serve_metrics(addr: str, port: int, drainer: Drainer) -> None:
-        from outbox.metrics.drainer import serve
-
+        try:
+            from outbox.metrics.drainer import serve
+        except ImportError as exc:
+            drainer.close()
+            raise CommandError(
+                f"--metrics-port needs prometheus_client ({exc}): pip install 'django-pg-outbox[metrics]'"
+            ) from exc
         try:
             host, bound = serve(port, addr)
         except OSError as exc:
