@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import db  # noqa: E402
+from bench.cli import positive_int  # noqa: E402
 from bench.profile_drain import _label  # noqa: E402
 from outbox.sql import Queries  # noqa: E402
 
@@ -126,10 +127,12 @@ def chart(hours: int) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=10_000_000, help="Done events (default: %(default)s).")
+    parser.add_argument("--events", type=positive_int, default=10_000_000, help="Done events (default: %(default)s).")
     parser.add_argument("--database", default="bench_metrics", help="Database to use (default: %(default)r).")
     parser.add_argument("--reuse", action="store_true", help="Keep the database if it already holds the events.")
-    parser.add_argument("--repeats", type=int, default=20, help="Warm runs of each measurement (default: %(default)s).")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=20, help="Warm runs of each measurement (default: %(default)s)."
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures to this file.")
     parser.add_argument("--fill-only", action="store_true", help="Build the table and stop.")
     parser.add_argument("--drop", action="store_true", help="Drop the database at the end (the smoke test).")

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import db  # noqa: E402
+from bench.cli import positive_int  # noqa: E402
 from bench.roundtrips import RoundTripProxy  # noqa: E402
 
 
@@ -108,13 +109,16 @@ def count_round_trips(proxy: RoundTripProxy, config: Any, batches: int) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=30_000, help="Backlog to drain (default: %(default)s).")
-    parser.add_argument("--batch", type=int, default=500, help="Batch size (default: %(default)s).")
+    parser.add_argument("--events", type=positive_int, default=30_000, help="Backlog to drain (default: %(default)s).")
+    parser.add_argument("--batch", type=positive_int, default=500, help="Batch size (default: %(default)s).")
     parser.add_argument("--handler", choices=("pricing", "trivial"), default="pricing", help="(default: %(default)s)")
     parser.add_argument("--database", default="bench_profile", help="Database to (re)create (default: %(default)r).")
     parser.add_argument("--keep", action="store_true", help="Keep the database afterwards.")
     parser.add_argument(
-        "--round-trip-batches", type=int, default=200, help="Batches counted through the proxy (default: %(default)s)."
+        "--round-trip-batches",
+        type=positive_int,
+        default=200,
+        help="Batches counted through the proxy (default: %(default)s).",
     )
     parser.add_argument("--cprofile", action="store_true", help="Also print the top Python functions.")
     parser.add_argument(

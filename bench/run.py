@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import cases, chart, db, figures, merge, report  # noqa: E402
-from bench.cli import int_list  # noqa: E402
+from bench.cli import int_list, positive_int  # noqa: E402
 
 CASES = ("throughput", "redis", "latency", "trigger", "scale", "memory", "pinned", "profile")
 PACKAGES = ("Django", "psycopg", "django-pgtrigger", "redis", "matplotlib")
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-sizes", type=int_list, default=None, help="Batch sizes for throughput (default: 1,100,500,1000)."
     )
-    parser.add_argument("--repeats", type=int, default=None, help="Override the repetitions per case.")
+    parser.add_argument("--repeats", type=positive_int, default=None, help="Override the repetitions per case.")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),

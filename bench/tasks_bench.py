@@ -35,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import db  # noqa: E402
+from bench.cli import positive_int  # noqa: E402
 from bench.procs import DrainerPool  # noqa: E402
 
 SETTINGS = "bench.tasks_settings"
@@ -176,10 +177,18 @@ def crash(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default="bench_tasks", help="database to recreate (default: %(default)r)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes per backend (default: %(default)r)")
-    parser.add_argument("--tasks", type=int, default=20_000, help="tasks drained by outbox (default: %(default)r)")
-    parser.add_argument("--db-tasks", type=int, default=4_000, help="tasks drained by db_worker (default: %(default)r)")
-    parser.add_argument("--enqueue", type=int, default=2_000, help="tasks per enqueue measure (default: %(default)r)")
+    parser.add_argument(
+        "--workers", type=positive_int, default=2, help="worker processes per backend (default: %(default)r)"
+    )
+    parser.add_argument(
+        "--tasks", type=positive_int, default=20_000, help="tasks drained by outbox (default: %(default)r)"
+    )
+    parser.add_argument(
+        "--db-tasks", type=positive_int, default=4_000, help="tasks drained by db_worker (default: %(default)r)"
+    )
+    parser.add_argument(
+        "--enqueue", type=positive_int, default=2_000, help="tasks per enqueue measure (default: %(default)r)"
+    )
     parser.add_argument(
         "--crash-wait", type=float, default=30.0, help="seconds to wait after the kill (default: %(default)r)"
     )

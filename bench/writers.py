@@ -45,7 +45,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from bench import db  # noqa: E402
-from bench.cli import int_list  # noqa: E402
+from bench.cli import int_list, positive_int  # noqa: E402
 from outbox.conf import BUCKETS  # noqa: E402
 from outbox.sql import Queries  # noqa: E402
 from outbox.triggers import NOTIFY_CHANNEL  # noqa: E402
@@ -552,11 +552,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database", default="bench_writers", help="Database to (re)create (default: %(default)r).")
     p.add_argument("--quick", action="store_true", help="Small sizes: a smoke run.")
     p.add_argument("--clients", type=int_list, default=[1, 8, 16], help="pgbench clients (default: 1,8,16).")
-    p.add_argument("--seconds", type=int, default=2, help="Seconds per pgbench run (default: %(default)r).")
-    p.add_argument("--latency-seconds", type=int, default=6, help="Seconds of each latency run (default: %(default)r).")
-    p.add_argument("--reps", type=int, default=6, help="Runs per variant and client count (default: %(default)r).")
-    p.add_argument("--products", type=int, default=1000, help="Products (default: %(default)r).")
-    p.add_argument("--wal-events", type=int, default=3000, help="Events of the WAL case (default: %(default)r).")
+    p.add_argument("--seconds", type=positive_int, default=2, help="Seconds per pgbench run (default: %(default)r).")
+    p.add_argument(
+        "--latency-seconds", type=positive_int, default=6, help="Seconds of each latency run (default: %(default)r)."
+    )
+    p.add_argument(
+        "--reps", type=positive_int, default=6, help="Runs per variant and client count (default: %(default)r)."
+    )
+    p.add_argument("--products", type=positive_int, default=1000, help="Products (default: %(default)r).")
+    p.add_argument(
+        "--wal-events", type=positive_int, default=3000, help="Events of the WAL case (default: %(default)r)."
+    )
     p.add_argument(
         "--fillfactors",
         type=int_list,
