@@ -1,16 +1,24 @@
-"""drain_outbox --metrics-port: a bad value or a port in use is a clear error, nothing drained."""
+"""drain_outbox --metrics-port: a bad value, a port in use or a missing prometheus_client is a clear
+error, nothing drained; and the fault counters (lease lost, reconnects) count real faults."""
 
 from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
+from outbox.drainer import Drainer, DrainerConfig
+from outbox.handlers import Event
 from outbox.models import OutboxEvent
-from tests.factories import make_event
+from outbox.signals import batch_claimed
+from tests.factories import make_event, make_result
+from tests.support import current_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,3 +48,80 @@ def test_without_prometheus_client_the_flag_says_what_to_install(monkeypatch: py
     with pytest.raises(CommandError, match=r"--metrics-port needs prometheus_client .*django-pg-outbox\[metrics\]"):
         call_command("drain_outbox", "--once", "--metrics-port", "127.0.0.1:0")
     assert OutboxEvent.objects.get().status == "pending"
+
+
+@pytest.fixture
+def drainer_metrics() -> Iterator[Callable[[str], float]]:
+    """The drainer's receivers connected in this process; the value of one counter now."""
+    from prometheus_client import REGISTRY
+
+    from outbox.metrics import drainer as metrics
+
+    metrics.install()
+    try:
+        yield lambda name: REGISTRY.get_sample_value(name) or 0.0
+    finally:
+        metrics.uninstall()
+
+
+def _after_first_claim(action: Callable[[list[int]], None]) -> Callable[..., None]:
+    """A batch_claimed receiver that runs ``action`` on the ids of the first claim only."""
+    done: list[bool] = []
+
+    def receiver(sender: object, events: list[Event], **kwargs: object) -> None:
+        if not done and events:
+            done.append(True)
+            action([e.id for e in events])
+
+    return receiver
+
+
+def test_an_event_taken_over_before_its_run_counts_as_lease_lost(drainer_metrics: Callable[[str], float]) -> None:
+    event = make_event("pricing.crawl_result.created", "1")
+
+    def take_over(ids: list[int]) -> None:  # another drainer's rescue took it meanwhile
+        with psycopg.connect(current_database_url(), autocommit=True) as other:
+            other.execute("UPDATE outbox_event SET locked_by = 'outbox:elsewhere:1:abcdef' WHERE id = ANY(%s)", [ids])
+
+    before = drainer_metrics("outbox_lease_lost_events_total")
+    receiver = _after_first_claim(take_over)
+    batch_claimed.connect(receiver, weak=False, dispatch_uid="test.take_over")
+    try:
+        connection.close()
+        d = Drainer(DrainerConfig.from_settings())
+        try:
+            result = d.run_once()
+        finally:
+            d.close()
+    finally:
+        batch_claimed.disconnect(dispatch_uid="test.take_over")
+    assert result.lost == 1, result
+    assert drainer_metrics("outbox_lease_lost_events_total") - before == 1
+    assert OutboxEvent.objects.get(pk=event.pk).status == "pending"
+
+
+def test_a_lost_connection_counts_a_reconnect(drainer_metrics: Callable[[str], float]) -> None:
+    event = OutboxEvent.objects.get(key=str(make_result().id))
+    drainer_pid: list[int] = []
+
+    def cut(ids: list[int]) -> None:  # the server ends the drainer's session after its claim
+        with psycopg.connect(current_database_url(), autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [drainer_pid[0]])
+
+    before = drainer_metrics("outbox_reconnects_total")
+    receiver = _after_first_claim(cut)
+    batch_claimed.connect(receiver, weak=False, dispatch_uid="test.cut")
+    try:
+        connection.close()
+        d = Drainer(DrainerConfig.from_settings())
+        try:
+            connection.ensure_connection()
+            drainer_pid.append(connection.connection.info.backend_pid)
+            total = d.drain()
+        finally:
+            d.close()
+    finally:
+        batch_claimed.disconnect(dispatch_uid="test.cut")
+    assert drainer_metrics("outbox_reconnects_total") - before == 1
+    assert total.done == 1, total
+    assert OutboxEvent.objects.get(pk=event.pk).status == "done"
