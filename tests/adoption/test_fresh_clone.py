@@ -34,6 +34,7 @@ EXPECTED_SKIPS = (
     re.compile(r"browser tests need a Chromium"),
     re.compile(r"no chart: matplotlib is not installed"),
     re.compile(r"Redis baseline not run: the redis client is not installed"),
+    re.compile(r"django-tasks-db is a benchmark dependency"),
 )
 
 
