@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outbox.conf import OutboxSettings, get_settings
+from outbox.triggers import NOTIFY_WINDOW_MS
 
 #: How often a drainer says it is alive and rebalances the order buckets (seconds).
 REBALANCE_INTERVAL = 1.0
@@ -25,11 +26,13 @@ RECONNECT_BACKOFF_CAP = 30.0
 #: real event's NOTIFY (each one is) still claims at once.
 EMPTY_CLAIMS_PER_SECOND = 200.0
 EMPTY_CLAIM_BURST = 20.0
-#: When a claim comes back empty after one that found events, one more claim this
-#: long after (or at the next NOTIFY) before the drainer sleeps: it takes the events
-#: of writers that skipped their NOTIFY behind the notify gate and committed just
-#: after that empty claim, instead of leaving them to the poll (docs/guarantees.md#wake-ups).
+#: When a claim comes back empty after one that found events, the drainer lingers:
+#: it claims again every BURST_END_RECLAIM (or at the next NOTIFY) for BURST_END_LINGER
+#: (one notify window) before it sleeps. That takes the events of writers that skipped
+#: their NOTIFY behind the notify gate and committed after that empty claim, instead of
+#: leaving them to the poll (docs/guarantees.md#wake-ups); at most six empty claims.
 BURST_END_RECLAIM = 0.02
+BURST_END_LINGER = NOTIFY_WINDOW_MS / 1000
 #: Cap of the queue-depth count in the per-batch log line, and how often it is
 #: recounted (seconds); in between, the line shows the last count less what this
 #: drainer finished since.

@@ -87,7 +87,6 @@ class Drainer:
         """Drain until ``request_stop()``; sleep on LISTEN (or poll) when idle."""
         total = DrainResult()
         outage = Outage()
-        busy = False  # the last claim found events
         while not self._stopping:
             try:
                 self._prepare(outage)
@@ -95,12 +94,10 @@ class Drainer:
                 result = self.run_once()
                 total += result
                 if not result.claimed and not self._stopping:
-                    if busy:  # a burst just ended: one more claim shortly (BURST_END_RECLAIM)
-                        busy = False
+                    if self.wakeup.lingering():  # a burst ended just now: claim again shortly
                         self.wakeup.wait(BURST_END_RECLAIM)
                         continue
                     self._idle()
-                busy = bool(result.claimed)
             except (DatabaseError, psycopg.Error) as exc:
                 self.session.fault(exc, outage, self.config.give_up_after)
         self._leave(total)

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from outbox.conf import OutboxSettings
-from outbox.drainer.config import EMPTY_CLAIM_BURST, EMPTY_CLAIMS_PER_SECOND
+from outbox.drainer.config import BURST_END_LINGER, EMPTY_CLAIM_BURST, EMPTY_CLAIMS_PER_SECOND
 from outbox.triggers import NOTIFY_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -44,15 +44,25 @@ def listen_params(settings: OutboxSettings, using: str, connection: BaseDatabase
 class Wakeup:
     """The drainer's sleep: LISTEN connection, stop pipe, empty-claim pause."""
 
-    def __init__(self, identity: str, *, listen: bool, connect_params: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        identity: str,
+        *,
+        listen: bool,
+        connect_params: Callable[[], dict[str, Any]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.identity = identity
+        self._clock = clock
         self.listen = listen
         self._connect_params = connect_params
         self._listener: psycopg.Connection[Any] | None = None
         self._pipe_r, self._pipe_w = os.pipe()
         os.set_blocking(self._pipe_w, False)
         self._tokens = EMPTY_CLAIM_BURST  # empty claims allowed now
-        self._refilled = time.monotonic()
+        self._refilled = clock()
+        self._burst = False  # the last claim found events
+        self._linger_until = 0.0  # claim again shortly instead of sleeping until then
 
     # ------------------------------------------------------------ stop pipe
 
@@ -126,13 +136,23 @@ class Wakeup:
     # ------------------------------------------------------------ waiting
 
     def claimed(self, count: int) -> None:
-        """Tell the rate limit what the last claim found."""
-        if not count:
-            self._refill()
-            self._tokens -= 1.0
+        """Tell the rate limit and the linger what the last claim found."""
+        if count:
+            self._burst = True
+            return
+        if self._burst:  # the first empty claim after a burst: linger from now
+            self._burst = False
+            self._linger_until = self._clock() + BURST_END_LINGER
+        self._refill()
+        self._tokens -= 1.0
+
+    def lingering(self) -> bool:
+        """A burst ended less than BURST_END_LINGER ago: claim again BURST_END_RECLAIM
+        later rather than sleep (writers that skipped their NOTIFY may commit meanwhile)."""
+        return self._clock() < self._linger_until
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(EMPTY_CLAIM_BURST, self._tokens + (now - self._refilled) * EMPTY_CLAIMS_PER_SECOND)
         self._refilled = now
 
