@@ -6,7 +6,7 @@
 * retry_failed: failed events back to pending (``--retry-failed-every``);
 * purge: done events past RETENTION, in bounded chunks (PURGE_INTERVAL).
 
-Retry and purge are the operators' own functions (outbox.services).
+Retry and purge are the operators' own functions (outbox.operations, which outbox.services exports).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from outbox import services
+from outbox import operations
 from outbox.conf import OutboxSettings
 from outbox.drainer.store import Store
 
@@ -76,7 +76,7 @@ def rescue(store: Store, expiry: float) -> int:
 
 
 def purge(store: Store, settings: OutboxSettings) -> int:
-    return services.purge(
+    return operations.purge(
         older_than=settings.retention,
         chunk=settings.purge_chunk,
         max_chunks=PURGE_CHUNKS_PER_RUN,
@@ -85,4 +85,4 @@ def purge(store: Store, settings: OutboxSettings) -> int:
 
 
 def retry_failed(store: Store, topics: Sequence[str]) -> int:
-    return services.retry(topics=topics, using=store.using)
+    return operations.retry(topics=topics, using=store.using)
