@@ -457,6 +457,12 @@ def test_purge_removes_only_expired_done_events() -> None:
         (["--interval", "0"], "--interval: must be from 0.01 to 2147483 seconds .*, got 0"),
         (["--max-attempts", "0"], "--max-attempts: must be from 1 to 1000, got 0"),
         (["--lease", "abc"], "--lease: must be a number of seconds, got 'abc'"),
+        # What int() and float() would take but no one means: other scripts' digits, "_".
+        (["--batch-size", "\u0665"], "--batch-size: must be a whole number, got '\u0665'"),
+        (["--batch-size", "5_0"], "--batch-size: must be a whole number, got '5_0'"),
+        (["--lease", "6_0"], "--lease: must be a number of seconds, got '6_0'"),
+        (["--retry-failed-every", "1e-300"], r"--retry-failed-every: must be from 1 to 3153600000 seconds"),
+        (["--retry-failed-every", "nan"], "--retry-failed-every: must be a finite number of seconds >= 0, got nan"),
     ],
 )
 def test_bad_arguments_are_refused(args: list[str], text: str) -> None:

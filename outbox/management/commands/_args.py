@@ -37,11 +37,23 @@ def settings_or_defaults() -> OutboxSettings:
         return OutboxSettings()
 
 
+#: What a person types as a number: ASCII digits only (int() and float() also take
+#: "5_0", "٥" and other scripts' digits, which no flag means).
+_WHOLE_RE = re.compile(r"^\s*[+-]?\d+\s*$", re.ASCII)
+_DECIMAL_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)
+
+
 def _whole(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not _WHOLE_RE.match(text):
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+    return int(text)
+
+
+def _decimal(text: str, what: str) -> float:
+    """A decimal number (123, 0.5, 1e3; also nan and inf, for the caller to refuse by name)."""
+    if not _DECIMAL_RE.match(text) and text.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity"):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return float(text)
 
 
 def positive_int(text: str) -> int:
@@ -68,11 +80,7 @@ def setting(key: str) -> Callable[[str], Any]:
         if check.kind is int:
             value: Any = _whole(text)
         else:
-            try:
-                value = float(text)
-            except ValueError:
-                what = "a number of seconds" if check.unit else "a number"
-                raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+            value = _decimal(text, "a number of seconds" if check.unit else "a number")
         problem = check.problem(value, shown=text)
         if problem is not None:
             raise argparse.ArgumentTypeError(problem)
@@ -83,10 +91,7 @@ def setting(key: str) -> Callable[[str], Any]:
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    value = _decimal(text, "a number of seconds")
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
     return value
@@ -96,6 +101,14 @@ def positive_float(text: str) -> float:
     value = non_negative_float(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def interval(text: str) -> float:
+    """How often a duty runs, in seconds: from 1 (more often is a busy loop) to 100 years."""
+    value = non_negative_float(text)
+    if not 1 <= value <= MAX_AGE:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_AGE:.0f} seconds (100 years), got {text}")
     return value
 
 
@@ -132,10 +145,7 @@ def format_duration(seconds: float) -> str:
 
 def fraction(text: str) -> float:
     """A number from 0 to 1, e.g. ``0.2``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    value = _decimal(text, "a number from 0 to 1")
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
     return value

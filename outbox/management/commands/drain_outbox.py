@@ -11,7 +11,7 @@ from django.db import connections
 from outbox.databases import draining
 from outbox.drainer import ONCE_GIVE_UP_AFTER, DatabaseUnavailable, Drainer, DrainerConfig
 from outbox.exceptions import HandlerStartFailed, OutboxConfigError
-from outbox.management.commands._args import listen_address, positive_float, setting, settings_or_defaults
+from outbox.management.commands._args import interval, listen_address, positive_float, setting, settings_or_defaults
 from outbox.management.commands._database import add_database_argument
 from outbox.management.commands._preflight import preflight
 
@@ -62,10 +62,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--retry-failed-every",
-            type=positive_float,
+            type=interval,
             default=None,
             metavar="SECONDS",
-            help="Put failed events back to pending every SECONDS, attempts reset (default: never).",
+            help="Put failed events back to pending every SECONDS (1 or more), attempts reset (default: never).",
         )
         parser.add_argument(
             "--no-notify",
