@@ -214,6 +214,46 @@ def test_bad_arguments(args: list[str], text: str) -> None:
     assert not OutboxEvent.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        # the server refuses it when the rows are chosen: one line, not a DataError traceback
+        (["--filter", "source__regex=("], "the database refused it: invalid regular expression"),
+        # Python cannot build the year's bounds: an OverflowError before
+        (["--filter", "crawled_at__year=99999999999"], "a --filter/--exclude value is out of range"),
+        # CrawlResult's key is a UUID: a ValidationError traceback before
+        (["--id", "abc"], "--id/--ids-from: not a key of pricing.CrawlResult: “abc” is not a valid UUID"),
+        (["--id", str(2**64)], "not a valid UUID"),
+    ],
+)
+def test_values_refused_past_the_parser_are_one_line(args: list[str], text: str) -> None:
+    make_result(make_product())
+    forget_events()
+    with pytest.raises(CommandError, match=text) as excinfo:
+        run(*args)
+    assert "\n" not in str(excinfo.value)
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        (b"\xff\xfe\n", r"not UTF-8 text \(byte 0xff at offset 0\)"),
+        (b"1\n\x00\x00\x00", r"not a text file of keys \(it holds NUL bytes\)"),
+    ],
+)
+def test_an_ids_file_that_is_not_text_is_one_line(tmp_path: Path, content: bytes, text: str) -> None:
+    ids = tmp_path / "ids.bin"
+    ids.write_bytes(content)
+    with pytest.raises(CommandError, match=text):
+        run("--ids-from", str(ids))
+
+
+def test_ids_from_dev_zero_is_refused_not_read_for_ever() -> None:
+    with pytest.raises(CommandError, match="--ids-from /dev/zero: not a text file of keys"):
+        run("--ids-from", "/dev/zero")
+
+
 def test_bad_models() -> None:
     with pytest.raises(CommandError, match="pricing.Product has no outbox trigger"):
         run("--all", model="pricing.Product")

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, FieldError, ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import models
+from django.db import DatabaseError, models
 from django.db.models import Q
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -69,11 +69,26 @@ def _lookups(model: type[models.Model], pairs: list[tuple[str, str]] | None) -> 
 
 
 def _read_ids(path: str) -> list[str]:
-    """One key a line (blank lines and #-comments skipped); ``-`` reads standard input."""
+    """One key a line (blank lines and #-comments skipped); ``-`` reads standard input.
+
+    UTF-8 text only: a NUL byte (``/dev/zero``, a binary file) stops the read at once
+    instead of filling memory, and undecodable bytes are named, not a traceback."""
+    chunks = []
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        with open(sys.stdin.fileno(), "rb", closefd=False) if path == "-" else Path(path).open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                if b"\0" in chunk:
+                    raise CommandError(f"--ids-from {path}: not a text file of keys (it holds NUL bytes)")
+                chunks.append(chunk)
     except OSError as exc:
         raise CommandError(f"--ids-from {path}: {exc.strerror or exc}") from exc
+    data = b"".join(chunks)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(
+            f"--ids-from {path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -179,6 +194,15 @@ class Command(BaseCommand):
         except (FieldError, ValidationError, ValueError) as exc:
             message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             raise CommandError(f"cannot choose the rows of {model._meta.label}: {message}") from exc
+        except OverflowError as exc:  # e.g. --filter crawled_at__year=99999999999
+            raise CommandError(
+                f"cannot choose the rows of {model._meta.label}: a --filter/--exclude value is out of range ({exc})"
+            ) from exc
+        except DatabaseError as exc:  # a value only the server refuses, e.g. --filter source__regex=(
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(
+                f"cannot choose the rows of {model._meta.label}: the database refused it: {reason}"
+            ) from exc
         if options["dry_run"]:
             self.stdout.write(f"Would enqueue {trigger.topic} events for up to {result.selected:,} row(s) ({what}).")
             return
@@ -212,7 +236,7 @@ class Command(BaseCommand):
             queryset = queryset.filter(_lookups(model, options["filters"]))
             for name, raw in options["excludes"] or []:
                 queryset = queryset.exclude(**{name: _value(model, name, raw)})
-        except (FieldError, ValidationError, ValueError) as exc:
+        except (FieldError, ValidationError, ValueError, OverflowError) as exc:
             message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             raise CommandError(f"--filter/--exclude: {message}") from exc
         what += [f"{n}={v}" for n, v in options["filters"] or []]
@@ -220,6 +244,10 @@ class Command(BaseCommand):
         if options["ids_from"] or options["ids"]:
             if not ids:
                 raise CommandError(f"--ids-from {options['ids_from']}: no keys in it")
-            queryset = queryset.filter(**{f"{key_field}__in": ids})
+            try:
+                queryset = queryset.filter(**{f"{key_field}__in": ids})
+            except (ValidationError, ValueError, OverflowError) as exc:
+                message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+                raise CommandError(f"--id/--ids-from: not a key of {model._meta.label}: {message}") from exc
             what.append(f"{len(set(ids)):,} key(s) given")
         return queryset, "; ".join(what)
