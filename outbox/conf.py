@@ -267,12 +267,17 @@ def _url_problems(value: Any) -> list[str]:
             problems.append(f"{where}must be a PostgreSQL URL (or a dict of them by alias), got {type(url).__name__}")
             continue
         try:
-            conninfo_to_dict(url)
+            port = conninfo_to_dict(url).get("port")
         except ProgrammingError as exc:
             problems.append(
                 f"{where}is not a PostgreSQL URL such as postgres://user@db.internal:5432/shop "
                 f"({str(exc).splitlines()[0]})"
             )
+            continue
+        # libpq parses any port text; a connection to it then fails, and the drainer polls.
+        for part in str(port or "").split(","):
+            if part and not (part.isascii() and part.isdigit() and 1 <= int(part) <= 65535):
+                problems.append(f"{where}has the port {part!r}: a port is a number from 1 to 65535")
     return problems
 
 

@@ -29,3 +29,23 @@ def log_level(value: str) -> str:
     if level not in LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return level
+
+
+#: DJANGO_DEBUG's spellings; anything else is refused, not read as off.
+_SWITCH = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def switch(name: str, value: str) -> bool:
+    """An on/off variable (1/0, true/false, yes/no, on/off); SettingsError otherwise."""
+    try:
+        return _SWITCH[value.strip().lower()]
+    except KeyError:
+        raise SettingsError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), got {value!r}") from None
+
+
+def host_list(name: str, value: str) -> list[str]:
+    """Comma-separated host names (blanks around them dropped); SettingsError for none."""
+    hosts = [h.strip() for h in value.split(",") if h.strip()]
+    if not hosts:
+        raise SettingsError(f"{name} names no host: use e.g. shop.example.com,localhost (or * for any), got {value!r}")
+    return hosts

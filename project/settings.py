@@ -12,13 +12,13 @@ import warnings
 from pathlib import Path
 
 from project.database import database_settings, embedded_database_url
-from project.environment import log_level
+from project.environment import host_list, log_level, switch
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-not-secret-change-me-in-production")  # noqa: S105
-DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
-ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
+DEBUG = switch("DJANGO_DEBUG", os.environ.get("DJANGO_DEBUG", "0"))
+ALLOWED_HOSTS = host_list("DJANGO_ALLOWED_HOSTS", os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",

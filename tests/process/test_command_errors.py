@@ -51,6 +51,15 @@ def last_line(done: subprocess.CompletedProcess[str]) -> str:
             {"LOG_LEVEL": "banana"},
             "manage.py: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'banana'",
         ),
+        (
+            {"DJANGO_DEBUG": "banana"},
+            "manage.py: DJANGO_DEBUG must be 1 or 0 (or true/false, yes/no, on/off), got 'banana'",
+        ),
+        (
+            {"DJANGO_ALLOWED_HOSTS": ",,,"},
+            "manage.py: DJANGO_ALLOWED_HOSTS names no host: use e.g. shop.example.com,localhost (or * for any), "
+            "got ',,,'",
+        ),
     ],
 )
 def test_a_wrong_environment_is_one_line(variables: dict[str, str], error: str) -> None:

@@ -15,6 +15,7 @@ def test_a_url_or_urls_by_alias_are_accepted() -> None:
     assert validate({"LISTEN_URL": "host=db.internal dbname=shop"}) == []
     assert validate({"LISTEN_URL": {"default": "postgres://db1/shop", "shard2": "postgres://db2/shop"}}) == []
     assert validate({"LISTEN_URL": ""}) == []
+    assert validate({"LISTEN_URL": "postgres://db1:6432,db2:6433/shop"}) == []  # libpq's host list
 
 
 @pytest.mark.parametrize(
@@ -24,6 +25,9 @@ def test_a_url_or_urls_by_alias_are_accepted() -> None:
         ("host", "is not a PostgreSQL URL"),
         (5432, "must be a PostgreSQL URL (or a dict of them by alias), got int"),
         ({"shard2": None}, "['shard2'] must be a PostgreSQL URL"),
+        ("postgres://app:hunter2@db:99999/shop", "has the port '99999': a port is a number from 1 to 65535"),
+        ("host=db port=abc dbname=shop", "has the port 'abc'"),
+        ({"default": "postgres://app:hunter2@db:0/shop"}, "['default'] has the port '0'"),
     ],
 )
 def test_a_bad_url_is_named_without_its_password(value: object, text: str) -> None:
