@@ -14,9 +14,11 @@
 #   3 at the ack: the floor while the ack changes status); at 50 a few claims still
 #   found their page full (6.2 entries), at 70 more than half of them did (7.6).
 #
-# The table is not larger for it: rows that are updated in place leave no new
-# versions on other pages (heap bytes per event after a drain: 1,027 at 100,
-# 912 at 40).
+# Right after a drain the table is not larger for it: rows updated in place leave no
+# new versions on other pages (heap bytes per event: 1,027 at 100, 912 at 40). In
+# the steady state it is: new rows fill a page only to 40%, so the done events kept
+# for RETENTION take up to 2.5 times the space (bench/metrics.json: 10,000,000 done
+# events in 6.93 GiB of heap, 2.63 GiB at 100; docs/scaling.md).
 #
 # ALTER TABLE ... SET (fillfactor) changes metadata only (SHARE UPDATE EXCLUSIVE
 # lock, no rewrite, writers go on): it applies to pages filled from now on, so on a
