@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 
 from outbox.handlers import HandlerRegistry, registry
+from tests.support import PrivateServer
 
 
 @pytest.fixture
@@ -18,6 +19,16 @@ def handlers() -> Iterator[HandlerRegistry]:
         yield registry
     finally:
         registry.restore(saved.items())
+
+
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[PrivateServer]:
+    """A throwaway embedded PostgreSQL for one test module: the tests that restart or break their server."""
+    server = PrivateServer()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

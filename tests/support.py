@@ -11,7 +11,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -35,6 +36,17 @@ def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting: {message or predicate!r} (last: {last!r})")
         time.sleep(interval)
+
+
+@contextmanager
+def receiving(signal: Any, receiver: Callable[..., None]) -> Iterator[None]:
+    """``receiver`` connected to one of the drainer's signals (outbox.signals) inside the block."""
+    uid = f"tests.{receiver.__name__}.{id(receiver)}"
+    signal.connect(receiver, weak=False, dispatch_uid=uid)
+    try:
+        yield
+    finally:
+        signal.disconnect(dispatch_uid=uid)
 
 
 def current_database_url() -> str:

@@ -50,16 +50,6 @@ def held_lock() -> Iterator[tuple[psycopg.Connection, int]]:
 
 
 @pytest.fixture(scope="module")
-def private_server() -> Iterator[PrivateServer]:
-    """A throwaway embedded PostgreSQL for one test module: the tests that restart their server."""
-    server = PrivateServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
 def private_url(private_server: PrivateServer) -> str:
     """A migrated database on the private server, for this module's tests."""
     return private_server.create_database("faults_private")

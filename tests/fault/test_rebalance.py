@@ -37,8 +37,12 @@ PRODUCTS = 300
 CHUNK = 1_500  # results inserted before each change of membership
 #: Small batches: the drain takes long enough that every change lands under load.
 ARGS = ["--batch-size", "10", "--interval", "0.2"]
-#: How long a change of membership may take to show in the bucket table (a rebalance
-#: is every second; the design's target for a new drainer's share is 5 s).
+#: How long a change of membership may take to show in the bucket table, from the
+#: moment it happened (a joining drainer: from its "started" line, after Django's
+#: start-up): the design's bound for a new drainer's share is 5 s; a rebalance runs
+#: every second (REBALANCE_INTERVAL). The wait itself goes on longer, so that a miss
+#: shows how long it took.
+SHARE_WITHIN = 5.0
 REBALANCE_WITHIN = 15.0
 
 
@@ -89,6 +93,7 @@ def test_buckets_follow_drainers_joining_and_leaving_under_load() -> None:
         load()
         second, third = DrainerProcess(ARGS), DrainerProcess(ARGS)
         drainers += [second, third]
+        wait_until(lambda: second.started() and third.started(), timeout=60, message="the two drainers started")
         change("two joined", [first, second, third])
         load()
         assert second.stop(30) == 0, f"the SIGTERMed drainer did not exit 0:\n{second.tail(40)}"
@@ -102,6 +107,7 @@ def test_buckets_follow_drainers_joining_and_leaving_under_load() -> None:
         load()
         fourth = DrainerProcess(ARGS)
         drainers.append(fourth)
+        wait_until(fourth.started, timeout=60, message="the fourth drainer started")
         change("one joined again", [first, fourth])
         wait_until(lambda: event_counts(url)["pending"] == 0, timeout=120, message="every event done")
         codes = [first.stop(30), fourth.stop(30)]
@@ -118,6 +124,8 @@ def test_buckets_follow_drainers_joining_and_leaving_under_load() -> None:
     print(f"pending events at each change: {pending_at_change}")
 
     assert codes == [0, 0], f"survivors exited with {codes}"
+    slow = {label: round(seconds, 1) for label, seconds, _ in timeline if seconds > SHARE_WITHIN}
+    assert not slow, f"membership changes that took longer than {SHARE_WITHIN} s to rebalance: {slow}"
     assert all(n > 0 for n in pending_at_change), f"a change landed on an empty queue: {pending_at_change}"
     assert_queue_settled()
     assert_recorded_once_in_outbox_order(url, results=inserted)

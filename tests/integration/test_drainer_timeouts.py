@@ -27,7 +27,7 @@ from outbox.handlers import Event, HandlerRegistry
 from outbox.models import OutboxEvent
 from outbox.signals import batch_claimed
 from tests.factories import make_event, make_result
-from tests.support import current_database_url
+from tests.support import current_database_url, receiving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,15 +139,14 @@ def test_a_claimed_row_locked_by_another_session_runs_out_lock_timeout_then_runs
     release = _ReleaseOnLockTimeout(foreign)
     logger = logging.getLogger("outbox")
     logger.addHandler(release)
-    batch_claimed.connect(lock_after_claim, weak=False, dispatch_uid="test.lock_after_claim")
     try:
-        d = drainer(lock_timeout=0.3)
-        try:
-            total = d.drain()
-        finally:
-            d.close()
+        with receiving(batch_claimed, lock_after_claim):
+            d = drainer(lock_timeout=0.3)
+            try:
+                total = d.drain()
+            finally:
+                d.close()
     finally:
-        batch_claimed.disconnect(dispatch_uid="test.lock_after_claim")
         logger.removeHandler(release)
         foreign.close()
     assert release.seen, "the batch lock never ran out LOCK_TIMEOUT: the foreign lock was not in its way"

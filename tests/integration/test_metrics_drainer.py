@@ -18,7 +18,7 @@ from outbox.handlers import Event
 from outbox.models import OutboxEvent
 from outbox.signals import batch_claimed
 from tests.factories import make_event, make_result
-from tests.support import current_database_url
+from tests.support import current_database_url, receiving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,17 +84,13 @@ def test_an_event_taken_over_before_its_run_counts_as_lease_lost(drainer_metrics
             other.execute("UPDATE outbox_event SET locked_by = 'outbox:elsewhere:1:abcdef' WHERE id = ANY(%s)", [ids])
 
     before = drainer_metrics("outbox_lease_lost_events_total")
-    receiver = _after_first_claim(take_over)
-    batch_claimed.connect(receiver, weak=False, dispatch_uid="test.take_over")
-    try:
+    with receiving(batch_claimed, _after_first_claim(take_over)):
         connection.close()
         d = Drainer(DrainerConfig.from_settings())
         try:
             result = d.run_once()
         finally:
             d.close()
-    finally:
-        batch_claimed.disconnect(dispatch_uid="test.take_over")
     assert result.lost == 1, result
     assert drainer_metrics("outbox_lease_lost_events_total") - before == 1
     assert OutboxEvent.objects.get(pk=event.pk).status == "pending"
@@ -109,9 +105,7 @@ def test_a_lost_connection_counts_a_reconnect(drainer_metrics: Callable[[str], f
             other.execute("SELECT pg_terminate_backend(%s)", [drainer_pid[0]])
 
     before = drainer_metrics("outbox_reconnects_total")
-    receiver = _after_first_claim(cut)
-    batch_claimed.connect(receiver, weak=False, dispatch_uid="test.cut")
-    try:
+    with receiving(batch_claimed, _after_first_claim(cut)):
         connection.close()
         d = Drainer(DrainerConfig.from_settings())
         try:
@@ -120,8 +114,6 @@ def test_a_lost_connection_counts_a_reconnect(drainer_metrics: Callable[[str], f
             total = d.drain()
         finally:
             d.close()
-    finally:
-        batch_claimed.disconnect(dispatch_uid="test.cut")
     assert drainer_metrics("outbox_reconnects_total") - before == 1
     assert total.done == 1, total
     assert OutboxEvent.objects.get(pk=event.pk).status == "done"

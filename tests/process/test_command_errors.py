@@ -111,15 +111,6 @@ def test_the_doctor_reports_the_missing_schema_as_a_failed_check(unmigrated_url:
     assert last_line(done) == "CommandError: 1 check(s) not ok: schema"
 
 
-@pytest.fixture(scope="module")
-def private_server() -> Iterator[PrivateServer]:
-    server = PrivateServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def embedded_env(server: PrivateServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
     return {**env, "EMBEDDED_PGDATA": str(server.server.pgdata)}
