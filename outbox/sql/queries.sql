@@ -4,12 +4,9 @@
 -- that uses it runs in a transaction of its own unless said otherwise.
 
 -- name: drainer_session_setup
--- Name the session after the drainer (pg_stat_activity, the liveness check) and
--- bound every statement and lock wait, so nothing hangs silently.
--- client_connection_check_interval: a backend whose drainer was killed in the middle
--- of a long statement notices within a second and ends (docs/guarantees.md#sessions).
--- enable_incremental_sort off: the claim's order (id, bucket) then comes only from
--- the claim index, never from the primary key plus a sort (no drainer statement needs it).
+-- Name the session after the drainer and bound every wait; a killed drainer's backend
+-- ends within 1 s; the claim's order comes only from the claim index, never from a
+-- sort (docs/guarantees.md#sessions, #the-claim).
 SELECT set_config('application_name', %(application_name)s, false),
        set_config('statement_timeout', %(statement_timeout)s, false),
        set_config('lock_timeout', %(lock_timeout)s, false),
@@ -28,13 +25,9 @@ CROSS JOIN generate_series(0, %(buckets)s - 1) AS b(bucket)
 ON CONFLICT DO NOTHING;
 
 -- name: bucket_rebalance
--- Every REBALANCE_INTERVAL, one statement: say this drainer is alive, then per
--- ordered topic keep up to its fair share ceil(buckets / live drainers of the topic),
--- give back the rest, and take free buckets (no owner, or an owner that is gone) up
--- to the share. SKIP LOCKED: a bucket whose events a drainer is processing right now
--- is locked FOR SHARE by it, so it changes hands only once that transaction ends; a
--- bucket row another session holds locked is neither taken nor given back now (the
--- statement never waits on a foreign lock). Returns the buckets owned afterwards.
+-- Heartbeat, then per ordered topic keep up to the fair share ceil(buckets / live
+-- drainers), give back the rest, take free ones; SKIP LOCKED: a bucket in use changes
+-- hands after its transaction (docs/guarantees.md#per-key-order). Returns what we own.
 WITH member AS (
     INSERT INTO outbox_drainer AS d (name, topics, host, pid, direct)
     VALUES (%(me)s, %(handled)s::text[], %(host)s, %(pid)s, %(direct)s)
@@ -117,19 +110,9 @@ DELETE FROM outbox_drainer WHERE name = %(me)s;
 -- ----- one cycle: claim, process, ack
 
 -- name: event_claim_batch
--- Claim up to %(batch)s events in id order, in a transaction of its own, per topic
--- this drainer handles: one short range of the claim index each, however long a
--- backlog of other topics is (ORDER BY id, bucket: only that index gives it).
--- Ordered topics: events of the buckets this drainer owns, any one another drainer
--- left claimed taken too, as a suspect; read first, then locked SKIP LOCKED: a bucket
--- is claimed only up to its first event another session holds locked (an owner never
--- steps over an earlier event of its bucket, and never waits on a foreign lock); then
--- their bucket rows are locked FOR SHARE SKIP LOCKED and must still be ours, so a
--- bucket cannot change hands before this commits (docs/guarantees.md#foreign-locks).
--- Unordered topics: SKIP LOCKED; an event whose lease ran out is a suspect.
--- Nothing is counted here: the ack counts, or the run of a suspect alone
--- (docs/guarantees.md#the-claim). get_bit(...) <> 0: the planner guesses that true
--- for most rows (= 1 it guesses for 1 in 200, and would think the index scan long).
+-- Claim up to %(batch)s events, one short claim-index range per handled topic; an owned
+-- bucket only up to its first event another session holds, never waiting on it; nothing
+-- counted (docs/guarantees.md#the-claim, #foreign-locks).
 WITH wanted AS (
     SELECT topic, decode(mask, 'hex') AS mask
     FROM unnest(%(ordered)s::text[], %(masks)s::text[]) AS m(topic, mask)
@@ -142,7 +125,7 @@ candidates AS (
         FROM outbox_event AS e
         WHERE e.status = 'pending'
           AND e.topic = w.topic
-          AND get_bit(w.mask, coalesce(e.bucket, 0)) <> 0
+          AND get_bit(w.mask, coalesce(e.bucket, 0)) <> 0  -- "<> 0": estimated true for most rows
           AND (e.locked_by IS NOT NULL OR (e.available_at <= now()) IS TRUE)
         ORDER BY e.id, e.bucket
         LIMIT %(batch)s
@@ -203,10 +186,8 @@ claimed AS (
     WHERE e.id = chosen.id
     RETURNING e.id, e.topic, e.key, e.payload, e.attempts, e.created_at, chosen.suspect
 )
--- The payload as text, serialised once, and not at all past %(max_payload)s bytes.
--- set_config(..., true): this transaction's COMMIT does not wait for its WAL flush.
--- A lease lost in a server crash only makes its events claimable again, and the ack
--- that follows flushes it first (docs/guarantees.md#the-claim).
+-- The payload as text, not at all past %(max_payload)s bytes; this COMMIT does not wait
+-- for its WAL flush: a lost lease only makes its events claimable again (#the-claim).
 SELECT c.id, c.topic, c.key, CASE WHEN octet_length(p.text) <= %(max_payload)s THEN p.text END,
        octet_length(p.text), c.attempts, c.created_at, c.suspect
 FROM claimed AS c, LATERAL (SELECT c.payload::text AS text) AS p
@@ -224,13 +205,9 @@ WHERE id = %(id)s
 RETURNING attempts;
 
 -- name: event_lock_batch
--- First statement of the processing transaction: the claimed events still ours,
--- row-locked until commit, each with whether we may run it: its bucket (ordered
--- topics) is locked FOR SHARE and still ours, so it cannot change hands before we
--- commit; one that changed hands since the claim is given back to its new owner.
--- No SKIP LOCKED on events: a claim still committing holds its rows for an instant;
--- wait for it (lock_timeout bounds the wait) rather than drop an event that is ours.
--- A bucket row another session holds locked is skipped: its events are given back.
+-- The claimed events still ours, locked until COMMIT, each with whether its bucket is
+-- still ours (FOR SHARE); waits (lock_timeout) only on an event of its own claim
+-- (docs/guarantees.md#processing, #foreign-locks).
 WITH mine AS (
     SELECT e.id, e.topic, coalesce(e.bucket, 0) AS bucket
     FROM outbox_event AS e
