@@ -33,8 +33,9 @@ SELECT greatest(
            (SELECT max(age(s.xmin)) FROM pg_replication_slots AS s WHERE s.xmin IS NOT NULL),
            0
        ),
-       coalesce((SELECT max(extract(epoch FROM now() - a.xact_start)) FROM pg_stat_activity AS a
-                 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()), 0)::double precision;
+       -- clock_timestamp(), not now(): a transaction begun after ours is not in the future.
+       greatest(coalesce((SELECT max(extract(epoch FROM clock_timestamp() - a.xact_start)) FROM pg_stat_activity AS a
+                          WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()), 0), 0)::double precision;
 
 -- ----- the admin's throughput chart (outbox.chart)
 
